@@ -1,0 +1,99 @@
+//! The versioned key layout of the coordination store: every key Centrex writes is built here.
+//!
+//! ```text
+//! /centrex/v1/tenants/<namespace>/<name>          compiled TenantSnapshot (JSON), written by the operator
+//! /centrex/v1/trunks/<namespace>/<name>           compiled TrunkSnapshot (JSON), written by the operator
+//! /centrex/v1/media-nodes/<namespace>/<pool>/<node>   media-node registration, under the node's lease
+//! /centrex/v1/registrations/<domain>/<user>/<id>  SIP binding, under a lease with TTL = Expires
+//! /centrex/v1/dialogs/<call-id>                   dialog state for failover
+//! /centrex/v1/calls/<domain>/<user>/<call-id>     one key per active call, lease-bound, so counts never leak
+//! /centrex/v1/elections/<name>                    leader elections (e.g. trunk registration ownership)
+//! ```
+//!
+//! `v1` changes only with an incompatible layout; a new layout is written beside the old one.
+
+/// Root of every key of this layout version.
+pub const ROOT: &str = "/centrex/v1/";
+
+/// Prefix of all tenant snapshots.
+pub fn tenants() -> String {
+    format!("{ROOT}tenants/")
+}
+
+/// Key of one tenant's compiled snapshot.
+pub fn tenant(namespace: &str, name: &str) -> String {
+    format!("{ROOT}tenants/{namespace}/{name}")
+}
+
+/// Prefix of all trunk snapshots.
+pub fn trunks() -> String {
+    format!("{ROOT}trunks/")
+}
+
+/// Key of one trunk's compiled snapshot.
+pub fn trunk(namespace: &str, name: &str) -> String {
+    format!("{ROOT}trunks/{namespace}/{name}")
+}
+
+/// Prefix of the media nodes registered for one pool.
+pub fn media_nodes(namespace: &str, pool: &str) -> String {
+    format!("{ROOT}media-nodes/{namespace}/{pool}/")
+}
+
+/// Key of one media node's registration.
+pub fn media_node(namespace: &str, pool: &str, node: &str) -> String {
+    format!("{ROOT}media-nodes/{namespace}/{pool}/{node}")
+}
+
+/// Prefix of the SIP bindings of one address of record.
+pub fn registrations(domain: &str, user: &str) -> String {
+    format!("{ROOT}registrations/{domain}/{user}/")
+}
+
+/// Key of one SIP binding.
+pub fn registration(domain: &str, user: &str, binding: &str) -> String {
+    format!("{ROOT}registrations/{domain}/{user}/{binding}")
+}
+
+/// Key of the failover state of one dialog.
+pub fn dialog(call_id: &str) -> String {
+    format!("{ROOT}dialogs/{call_id}")
+}
+
+/// Prefix of one user's active calls (their count is the user's concurrent calls).
+pub fn user_calls(domain: &str, user: &str) -> String {
+    format!("{ROOT}calls/{domain}/{user}/")
+}
+
+/// Key of one election.
+pub fn election(name: &str) -> String {
+    format!("{ROOT}elections/{name}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_lives_under_the_versioned_root() {
+        for key in [
+            tenant("ns", "acme"),
+            trunk("ns", "carrier"),
+            media_node("ns", "default", "media-0"),
+            registration("acme.example", "100", "b1"),
+            dialog("abc"),
+            user_calls("acme.example", "100"),
+            election("trunk/carrier"),
+        ] {
+            assert!(key.starts_with(ROOT), "{key}");
+        }
+    }
+
+    #[test]
+    fn an_item_key_is_under_its_collection_prefix() {
+        assert!(tenant("ns", "acme").starts_with(&tenants()));
+        assert!(trunk("ns", "c").starts_with(&trunks()));
+        assert!(media_node("ns", "p", "n").starts_with(&media_nodes("ns", "p")));
+        assert!(registration("d", "u", "b").starts_with(&registrations("d", "u")));
+    }
+}

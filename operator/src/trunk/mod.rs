@@ -1,0 +1,4 @@
+//! Trunk: dereference → validate → compile → publish → status.
+
+pub mod compile;
+pub mod controller;
