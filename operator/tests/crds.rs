@@ -22,6 +22,19 @@ fn committed_crds_match_the_types() {
 }
 
 #[test]
+fn committed_crd_reference_matches_the_types() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(crdgen::REFERENCE_PATH);
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == crdgen::reference(),
+        "{} is stale: run `make crds` and commit the result",
+        path.display()
+    );
+}
+
+#[test]
 fn pools_have_a_scale_subresource_an_hpa_can_use() {
     for crd in [
         centrex_operator::crd::all()[2].clone(),

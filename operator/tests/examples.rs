@@ -48,3 +48,40 @@ fn an_unknown_kind_is_refused_by_name() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn local_mode_publishes_the_examples_into_the_store() {
+    use centrex_coord::store::MemoryStore;
+    use centrex_coord::{Store, keys, snapshot::TenantSnapshot};
+
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/quickstart");
+    let manifests = Manifests::load(&dir).unwrap();
+    let store = MemoryStore::new();
+    let report = centrex_operator::local::publish_all(&manifests, &store)
+        .await
+        .unwrap();
+    assert!(report.refused.is_empty(), "{:?}", report.refused);
+    assert_eq!(report.tenants, vec![("acme.example.com".to_string(), 3)]);
+
+    let stored = store
+        .get(&keys::tenant("default", "acme"))
+        .await
+        .unwrap()
+        .expect("tenant snapshot");
+    let snapshot: TenantSnapshot = serde_json::from_slice(&stored.value).unwrap();
+    let alice = &snapshot.users[0];
+    assert_eq!(alice.credentials.realm, "acme.example.com");
+    assert_eq!(alice.credentials.ha1_md5.len(), 32);
+    let text = String::from_utf8(stored.value).unwrap();
+    assert!(
+        !text.contains("alice-secret-100"),
+        "a plaintext password reached the store"
+    );
+    assert!(
+        store
+            .get(&keys::trunk("default", "carrier"))
+            .await
+            .unwrap()
+            .is_some()
+    );
+}

@@ -1,0 +1,30 @@
+# The two quickstart commands (`make up`, `make test`) and the chores around them.
+# Every target installs what it needs first (scripts/install-deps.sh).
+
+.PHONY: up test deps crds lint fmt
+
+## Runs the platform locally from examples/quickstart (in-memory store, no cluster needed).
+up: deps
+	cargo run --release -p centrex -- up examples/quickstart
+
+## Runs every test: unit, store contract (real etcd), operator integration, chart checks.
+test: deps
+	cargo nextest run --workspace --no-fail-fast
+	scripts/check-chart.sh
+
+## Installs missing build and test tools (protoc, etcd, python3, cargo-nextest).
+deps:
+	@scripts/install-deps.sh
+
+## Regenerates the committed CRD YAML after a change to operator/src/crd.
+crds:
+	cargo run -q -p centrex -- crdgen
+
+## What CI checks besides the tests.
+lint: deps
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	shellcheck scripts/*.sh .ci/run
+
+fmt:
+	cargo fmt --all

@@ -1,0 +1,277 @@
+//! Running the operator: the controllers (while this replica leads), leader election, and the
+//! HTTP endpoints every replica serves.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use futures::{StreamExt, future};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::Api;
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::Controller;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::{Client, Resource, ResourceExt};
+use tokio::sync::watch;
+
+use crate::context::Context;
+use crate::crd::{MediaPool, SignallingPool, Tenant, Trunk};
+use crate::pool::controller as pools;
+use crate::tenant::controller::{self as tenants, TenantContext};
+use crate::trunk::controller as trunks;
+
+/// What makes a custom resource worth reconciling again: a spec change, a deletion, or a
+/// finalizer change — never a status write.
+fn spec_or_lifecycle<K: Resource>(object: &K) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let meta = object.meta();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (
+        meta.generation,
+        meta.deletion_timestamp.is_some(),
+        &meta.finalizers,
+    )
+        .hash(&mut hasher);
+    Some(hasher.finish())
+}
+
+/// Runs every controller until `shutdown` resolves.
+pub async fn controllers(
+    ctx: Arc<Context>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let config = watcher::Config::default();
+    let shutdown = future::Shared::clone(&futures::FutureExt::shared(Box::pin(shutdown)));
+
+    // Tenants: a reflector of all tenants serves the uniqueness rules and the mappers.
+    let (tenant_store, writer) = reflector::store::<Tenant>();
+    let tenant_stream = watcher(Api::<Tenant>::all(client.clone()), config.clone())
+        .default_backoff()
+        .reflect(writer)
+        .touched_objects()
+        .predicate_filter(spec_or_lifecycle, Default::default());
+    let tenant_ctx = Arc::new(TenantContext {
+        base: ctx.clone(),
+        tenants: tenant_store.clone(),
+    });
+    let by_namespace = |store: reflector::Store<Tenant>| {
+        move |namespace: Option<String>| tenants::tenants_in(&store, namespace)
+    };
+    let secrets_map = by_namespace(tenant_store.clone());
+    let trunks_map = by_namespace(tenant_store.clone());
+    let signalling_map = by_namespace(tenant_store.clone());
+    let media_map = by_namespace(tenant_store.clone());
+    let rivals_store = tenant_store.clone();
+    let tenant_controller = Controller::for_stream(tenant_stream, tenant_store)
+        .watches_stream(
+            watcher(
+                Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+                config.clone(),
+            )
+            .default_backoff()
+            .touched_objects(),
+            move |secret| secrets_map(secret.namespace()),
+        )
+        .watches(
+            Api::<Trunk>::all(client.clone()),
+            config.clone(),
+            move |t| trunks_map(t.namespace()),
+        )
+        .watches(
+            Api::<SignallingPool>::all(client.clone()),
+            config.clone(),
+            move |p| signalling_map(p.namespace()),
+        )
+        .watches(
+            Api::<MediaPool>::all(client.clone()),
+            config.clone(),
+            move |p| media_map(p.namespace()),
+        )
+        .watches(
+            Api::<Tenant>::all(client.clone()),
+            config.clone(),
+            move |t| tenants::rivals_of(&rivals_store, &t),
+        )
+        .graceful_shutdown_on(shutdown.clone())
+        .run(tenants::reconcile, tenants::error_policy, tenant_ctx)
+        .for_each(|_| future::ready(()));
+
+    // Trunks: a Secret change re-reconciles the trunks of its namespace.
+    let (trunk_store, writer) = reflector::store::<Trunk>();
+    let trunk_stream = watcher(Api::<Trunk>::all(client.clone()), config.clone())
+        .default_backoff()
+        .reflect(writer)
+        .touched_objects()
+        .predicate_filter(spec_or_lifecycle, Default::default());
+    let secret_store = trunk_store.clone();
+    let trunk_controller = Controller::for_stream(trunk_stream, trunk_store)
+        .watches_stream(
+            watcher(
+                Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+                config.clone(),
+            )
+            .default_backoff()
+            .touched_objects(),
+            move |secret| {
+                let namespace = secret.namespace();
+                secret_store
+                    .state()
+                    .iter()
+                    .filter(|t| t.namespace() == namespace)
+                    .map(|t| ObjectRef::from_obj(t.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .graceful_shutdown_on(shutdown.clone())
+        .run(trunks::reconcile, trunks::error_policy, ctx.clone())
+        .for_each(|_| future::ready(()));
+
+    let media_controller = Controller::new(Api::<MediaPool>::all(client.clone()), config.clone())
+        .owns(Api::<StatefulSet>::all(client.clone()), config.clone())
+        .owns(Api::<Service>::all(client.clone()), config.clone())
+        .owns(
+            Api::<PodDisruptionBudget>::all(client.clone()),
+            config.clone(),
+        )
+        .graceful_shutdown_on(shutdown.clone())
+        .run(
+            pools::reconcile_media,
+            pools::media_error_policy,
+            ctx.clone(),
+        )
+        .for_each(|_| future::ready(()));
+
+    let signalling_controller =
+        Controller::new(Api::<SignallingPool>::all(client.clone()), config.clone())
+            .owns(Api::<Deployment>::all(client.clone()), config.clone())
+            .owns(Api::<Service>::all(client.clone()), config.clone())
+            .owns(
+                Api::<PodDisruptionBudget>::all(client.clone()),
+                config.clone(),
+            )
+            .graceful_shutdown_on(shutdown)
+            .run(
+                pools::reconcile_signalling,
+                pools::signalling_error_policy,
+                ctx,
+            )
+            .for_each(|_| future::ready(()));
+
+    tokio::join!(
+        tenant_controller,
+        trunk_controller,
+        media_controller,
+        signalling_controller
+    );
+}
+
+/// Readiness of this replica, shared with the HTTP endpoints.
+#[derive(Clone, Default)]
+pub struct Health {
+    ready: Arc<AtomicBool>,
+}
+
+impl Health {
+    /// Marks the replica ready (or not) for `/readyz`.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `addr` until `shutdown`.
+pub async fn serve_http(
+    addr: SocketAddr,
+    metrics: Arc<crate::metrics::Metrics>,
+    health: Health,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let app =
+        Router::new()
+            .route(
+                "/metrics",
+                get(
+                    |State((m, _)): State<(Arc<crate::metrics::Metrics>, Health)>| async move {
+                        m.render()
+                    },
+                ),
+            )
+            .route("/healthz", get(|| async { "ok" }))
+            .route(
+                "/readyz",
+                get(
+                    |State((_, h)): State<(Arc<crate::metrics::Metrics>, Health)>| async move {
+                        if h.ready.load(Ordering::Relaxed) {
+                            (StatusCode::OK, "ready")
+                        } else {
+                            (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+                        }
+                    },
+                ),
+            )
+            .with_state((metrics, health));
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Runs the controllers whenever this replica holds the leader Lease, until `shutdown`.
+pub async fn lead(
+    ctx: Arc<Context>,
+    client: Client,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let config = &ctx.config;
+    let manager = kube_lease_manager::LeaseManagerBuilder::new(client, &config.lease_name)
+        .with_namespace(&config.namespace)
+        .with_identity(&config.identity)
+        .with_duration(config.lease_duration.as_secs().max(2))
+        .with_grace((config.lease_duration.as_secs() / 3).max(1))
+        .build()
+        .await?;
+    let (mut leading, lease_task) = manager.watch().await;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::pin!(shutdown);
+    loop {
+        // Wait to lead (or to stop).
+        tokio::select! {
+            _ = &mut shutdown => break,
+            changed = leading.wait_for(|l| *l) => { changed?; }
+        }
+        tracing::info!(identity = %config.identity, "leading: controllers start");
+        ctx.metrics.set_leader(true);
+        let mut lost = leading.clone();
+        let mut stop = stop_rx.clone();
+        let stopped = async move {
+            tokio::select! {
+                _ = lost.wait_for(|l| !*l) => {}
+                _ = stop.wait_for(|s| *s) => {}
+            }
+        };
+        tokio::select! {
+            _ = controllers(ctx.clone(), stopped) => {}
+            _ = &mut shutdown => {
+                let _ = stop_tx.send(true);
+                break;
+            }
+        }
+        ctx.metrics.set_leader(false);
+        tracing::warn!(identity = %config.identity, "leadership lost: controllers stopped");
+    }
+    // Dropping the receiver ends the lease task, which releases the Lease for a quick hand-over.
+    drop(leading);
+    if let Ok(Ok(manager)) = lease_task.await {
+        let _ = manager.release().await;
+    }
+    ctx.metrics.set_leader(false);
+    Ok(())
+}

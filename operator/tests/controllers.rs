@@ -1,0 +1,404 @@
+//! The real controllers against an in-memory Kubernetes API (kube-fake) and store: what an SRE
+//! sees after `kubectl apply`, edits, mistakes and deletions.
+
+mod support;
+
+use centrex_coord::snapshot::TenantSnapshot;
+use centrex_coord::{Store, keys};
+use centrex_operator::conditions::{ConditionType, is_true};
+use centrex_operator::crd::{MediaPool, SignallingPool, Tenant, Trunk};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Api, ResourceExt};
+use serde_json::json;
+use support::{Harness, eventually};
+
+fn condition(tenant: &Tenant, type_: ConditionType) -> Option<(String, String, String)> {
+    let status = tenant.status.as_ref()?;
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_.as_str())
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+async fn ready_tenant(h: &Harness, name: &str) -> Tenant {
+    eventually("tenant Ready", || async {
+        let tenant = h.fake.get::<Tenant>("default", name)?;
+        let status = tenant.status.as_ref()?;
+        (is_true(&status.conditions, ConditionType::Ready)
+            && status.observed_generation == tenant.metadata.generation)
+            .then_some(tenant)
+    })
+    .await
+}
+
+async fn snapshot(h: &Harness, name: &str) -> Option<(TenantSnapshot, i64)> {
+    let kv = h.store.get(&keys::tenant("default", name)).await.unwrap()?;
+    Some((serde_json::from_slice(&kv.value).unwrap(), kv.mod_revision))
+}
+
+#[tokio::test]
+async fn applying_the_examples_creates_the_pools_and_serves_the_tenant() {
+    let h = Harness::start().await;
+    h.apply_examples().await;
+
+    let tenant = ready_tenant(&h, "acme").await;
+    let status = tenant.status.clone().unwrap();
+    assert_eq!(status.users, 3);
+    assert_eq!(condition(&tenant, ConditionType::Valid).unwrap().0, "True");
+    let (snap, revision) = snapshot(&h, "acme").await.expect("snapshot published");
+    assert_eq!(status.snapshot_revision, Some(revision));
+    assert_eq!(snap.domain, "acme.example.com");
+    assert_eq!(snap.numbers[0].trunk, "carrier");
+    assert!(
+        tenant
+            .finalizers()
+            .contains(&"centrex.dev/snapshot".to_string())
+    );
+
+    let sts: StatefulSet = eventually("media StatefulSet", || async {
+        h.fake.get("default", "default-media")
+    })
+    .await;
+    let media_pool = h.fake.get::<MediaPool>("default", "default").unwrap();
+    assert_eq!(
+        sts.metadata.owner_references.unwrap()[0].uid,
+        media_pool.metadata.uid.unwrap()
+    );
+    let pod = sts.spec.template.spec.unwrap();
+    assert_eq!(pod.termination_grace_period_seconds, Some(3600 + 10));
+    assert!(
+        pod.containers[0]
+            .lifecycle
+            .as_ref()
+            .unwrap()
+            .pre_stop
+            .is_some()
+    );
+    assert!(h.fake.get::<Service>("default", "default-media").is_some());
+    assert!(
+        h.fake
+            .get::<PodDisruptionBudget>("default", "default-media")
+            .is_some()
+    );
+
+    let deployment: Deployment = eventually("signalling Deployment", || async {
+        h.fake.get("default", "default-signalling")
+    })
+    .await;
+    assert_eq!(deployment.spec.replicas, Some(2));
+    let sip: Service = eventually("SIP Service", || async {
+        h.fake.get("default", "default-sip")
+    })
+    .await;
+    let protocols: Vec<_> = sip
+        .spec
+        .unwrap()
+        .ports
+        .unwrap()
+        .into_iter()
+        .map(|p| p.protocol.unwrap())
+        .collect();
+    assert_eq!(protocols, ["UDP", "TCP"]);
+    assert!(
+        h.fake
+            .get::<PodDisruptionBudget>("default", "default-signalling")
+            .is_some()
+    );
+
+    let trunk = eventually("trunk Ready", || async {
+        let trunk = h.fake.get::<Trunk>("default", "carrier")?;
+        is_true(&trunk.status.as_ref()?.conditions, ConditionType::Ready).then_some(trunk)
+    })
+    .await;
+    assert!(trunk.status.unwrap().snapshot_revision.is_some());
+}
+
+#[tokio::test]
+async fn editing_a_tenant_publishes_a_new_revision() {
+    let h = Harness::start().await;
+    h.apply_examples().await;
+    let before = ready_tenant(&h, "acme")
+        .await
+        .status
+        .unwrap()
+        .snapshot_revision
+        .unwrap();
+
+    let api: Api<Tenant> = Api::default_namespaced(h.fake.client());
+    let dave = json!({"extension": "103", "passwordSecretRef": {"name": "acme-sip-passwords", "key": "carol"}, "maxCalls": 2, "callerId": "extension"});
+    let patch = json!([{"op": "add", "path": "/spec/users/-", "value": dave}]);
+    api.patch(
+        "acme",
+        &PatchParams::default(),
+        &Patch::<()>::Json(serde_json::from_value(patch).unwrap()),
+    )
+    .await
+    .unwrap();
+
+    let tenant = eventually("generation 2 served", || async {
+        let t = ready_tenant(&h, "acme").await;
+        (t.status.as_ref()?.users == 4).then_some(t)
+    })
+    .await;
+    let (snap, revision) = snapshot(&h, "acme").await.unwrap();
+    assert!(revision > before);
+    assert_eq!(snap.source.generation, 2);
+    assert_eq!(tenant.status.unwrap().snapshot_revision, Some(revision));
+}
+
+#[tokio::test]
+async fn an_invalid_edit_is_reported_and_the_previous_snapshot_keeps_serving() {
+    let h = Harness::start().await;
+    h.apply_examples().await;
+    ready_tenant(&h, "acme").await;
+    let (_, served) = snapshot(&h, "acme").await.unwrap();
+
+    let api: Api<Tenant> = Api::default_namespaced(h.fake.client());
+    api.patch(
+        "acme",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"mediaPoolRef": "missing"}})),
+    )
+    .await
+    .unwrap();
+
+    let tenant = eventually("Valid=False", || async {
+        let t = h.fake.get::<Tenant>("default", "acme")?;
+        (condition(&t, ConditionType::Valid)?.0 == "False").then_some(t)
+    })
+    .await;
+    let (_, reason, message) = condition(&tenant, ConditionType::Valid).unwrap();
+    assert_eq!(reason, "InvalidSpec");
+    assert!(
+        message.contains("spec.mediaPoolRef: MediaPool \"missing\" not found"),
+        "{message}"
+    );
+    let (ready, reason, _) = condition(&tenant, ConditionType::Ready).unwrap();
+    assert_eq!(
+        (ready.as_str(), reason.as_str()),
+        ("True", "ServingPreviousGeneration")
+    );
+
+    let (snap, revision) = snapshot(&h, "acme").await.unwrap();
+    assert_eq!(
+        (snap.source.generation, revision),
+        (1, served),
+        "the last good snapshot must stay in service"
+    );
+
+    let events = eventually("a Warning event", || async {
+        let events = h.fake.objects("events.k8s.io", "events");
+        events
+            .iter()
+            .any(|e| e["reason"] == "InvalidSpec")
+            .then_some(events)
+    })
+    .await;
+    let warning = events
+        .iter()
+        .find(|e| e["reason"] == "InvalidSpec")
+        .unwrap();
+    assert_eq!(warning["type"], "Warning");
+    assert!(
+        warning["note"]
+            .as_str()
+            .unwrap()
+            .contains("spec.mediaPoolRef")
+    );
+}
+
+#[tokio::test]
+async fn a_deleted_statefulset_is_recreated() {
+    let h = Harness::start().await;
+    h.apply_examples().await;
+    let original: StatefulSet = eventually("StatefulSet", || async {
+        h.fake.get("default", "default-media")
+    })
+    .await;
+
+    let api: Api<StatefulSet> = Api::default_namespaced(h.fake.client());
+    api.delete("default-media", &DeleteParams::default())
+        .await
+        .unwrap();
+
+    eventually("StatefulSet recreated", || async {
+        let sts: StatefulSet = h.fake.get("default", "default-media")?;
+        (sts.metadata.uid != original.metadata.uid).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn deleting_a_tenant_withdraws_its_snapshot() {
+    let h = Harness::start().await;
+    h.apply_examples().await;
+    ready_tenant(&h, "acme").await;
+
+    let api: Api<Tenant> = Api::default_namespaced(h.fake.client());
+    api.delete("acme", &DeleteParams::default()).await.unwrap();
+
+    eventually("tenant gone", || async {
+        h.fake
+            .get::<Tenant>("default", "acme")
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert!(
+        snapshot(&h, "acme").await.is_none(),
+        "snapshot must be withdrawn before the finalizer is removed"
+    );
+}
+
+#[tokio::test]
+async fn a_changed_secret_republishes_the_digest_hashes() {
+    let h = Harness::start().await;
+    h.apply_examples().await;
+    ready_tenant(&h, "acme").await;
+    let (before, _) = snapshot(&h, "acme").await.unwrap();
+
+    let api: Api<Secret> = Api::default_namespaced(h.fake.client());
+    let data =
+        json!({"data": {"alice": k8s_openapi::ByteString(b"a-brand-new-password".to_vec())}});
+    api.patch(
+        "acme-sip-passwords",
+        &PatchParams::default(),
+        &Patch::Merge(data),
+    )
+    .await
+    .unwrap();
+
+    let after = eventually("new HA1 for alice", || async {
+        let (snap, _) = snapshot(&h, "acme").await?;
+        (snap.users[0].credentials.ha1_md5 != before.users[0].credentials.ha1_md5).then_some(snap)
+    })
+    .await;
+    assert_eq!(
+        after.users[1].credentials, before.users[1].credentials,
+        "other users keep their hashes"
+    );
+}
+
+#[tokio::test]
+async fn a_second_tenant_cannot_take_a_served_domain() {
+    let h = Harness::start().await;
+    h.apply_examples().await;
+    ready_tenant(&h, "acme").await;
+
+    let mut copycat = h.fake.get::<Tenant>("default", "acme").unwrap();
+    copycat.metadata = kube::api::ObjectMeta {
+        name: Some("copycat".into()),
+        namespace: Some("default".into()),
+        ..Default::default()
+    };
+    copycat.spec.numbers.clear();
+    copycat.status = None;
+    Api::<Tenant>::default_namespaced(h.fake.client())
+        .create(&PostParams::default(), &copycat)
+        .await
+        .unwrap();
+
+    let tenant = eventually("copycat refused", || async {
+        let t = h.fake.get::<Tenant>("default", "copycat")?;
+        (condition(&t, ConditionType::Valid)?.0 == "False").then_some(t)
+    })
+    .await;
+    let (_, _, message) = condition(&tenant, ConditionType::Valid).unwrap();
+    assert!(
+        message
+            .contains("spec.domain: acme.example.com is already the domain of Tenant default/acme"),
+        "{message}"
+    );
+    assert_eq!(condition(&tenant, ConditionType::Ready).unwrap().0, "False");
+    assert!(snapshot(&h, "copycat").await.is_none());
+}
+
+#[tokio::test]
+async fn pool_status_follows_its_workload_and_scale_reaches_the_statefulset() {
+    let h = Harness::start().await;
+    h.apply_examples().await;
+    eventually("StatefulSet", || async {
+        h.fake.get::<StatefulSet>("default", "default-media")
+    })
+    .await;
+
+    // kube-fake runs no built-in controllers: play the StatefulSet controller's part.
+    let sts_api: Api<StatefulSet> = Api::default_namespaced(h.fake.client());
+    let workload = json!({"status": {"replicas": 2, "readyReplicas": 2, "updatedReplicas": 2, "availableReplicas": 2}});
+    sts_api
+        .patch_status(
+            "default-media",
+            &PatchParams::default(),
+            &Patch::Merge(workload),
+        )
+        .await
+        .unwrap();
+
+    let pool = eventually("MediaPool Ready", || async {
+        let pool = h.fake.get::<MediaPool>("default", "default")?;
+        is_true(&pool.status.as_ref()?.conditions, ConditionType::Ready).then_some(pool)
+    })
+    .await;
+    let status = pool.status.unwrap();
+    assert_eq!((status.replicas, status.ready_replicas), (2, 2));
+    let selector = status.selector.unwrap();
+    assert!(
+        selector.contains("app.kubernetes.io/component=media-node"),
+        "{selector}"
+    );
+
+    // `kubectl scale mediapool/default --replicas=4` goes through the scale subresource.
+    let pools: Api<MediaPool> = Api::default_namespaced(h.fake.client());
+    pools
+        .patch_scale(
+            "default",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 4}})),
+        )
+        .await
+        .unwrap();
+    eventually("StatefulSet scaled", || async {
+        let sts = h.fake.get::<StatefulSet>("default", "default-media")?;
+        (sts.spec.replicas == Some(4)).then_some(())
+    })
+    .await;
+    let signalling: SignallingPool = eventually("SignallingPool status", || async {
+        let pool = h.fake.get::<SignallingPool>("default", "default")?;
+        pool.status.as_ref()?.selector.as_ref()?;
+        Some(pool)
+    })
+    .await;
+    assert!(
+        signalling
+            .status
+            .unwrap()
+            .selector
+            .unwrap()
+            .contains("component=signalling")
+    );
+}
+
+#[tokio::test]
+async fn a_failed_request_is_retried_and_counted() {
+    let h = Harness::start().await;
+    // The first apply of the media StatefulSet fails; the reconcile must retry and succeed.
+    h.fake.fail_next(
+        http::Method::PATCH,
+        "/apis/apps/v1/namespaces/default/statefulsets/default-media",
+        500,
+    );
+    h.apply_examples().await;
+    eventually("StatefulSet after a retry", || async {
+        h.fake.get::<StatefulSet>("default", "default-media")
+    })
+    .await;
+    let metrics = h.ctx.metrics.render();
+    assert!(
+        metrics.contains("centrex_operator_reconcile_errors_total{controller=\"mediapool\",category=\"kubernetes\"} 1"),
+        "{metrics}"
+    );
+}

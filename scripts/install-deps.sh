@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what building and testing Centrex needs and this machine lacks (Debian/Ubuntu).
+# Idempotent: a machine that has everything installs nothing.
+set -euo pipefail
+
+need_apt=()
+command -v protoc >/dev/null || need_apt+=(protobuf-compiler)   # etcd-client and proto/ build scripts
+command -v etcd >/dev/null || need_apt+=(etcd-server)           # the store contract tests run a real etcd
+command -v python3 >/dev/null || need_apt+=(python3 python3-venv) # the offline chart checks
+
+if ((${#need_apt[@]})); then
+  sudo=()
+  if [[ $(id -u) -ne 0 ]]; then sudo=(sudo); fi
+  echo "installing: ${need_apt[*]}"
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "installing: cargo-nextest"
+  cargo install --locked cargo-nextest
+fi
