@@ -13,11 +13,10 @@ pub async fn publish<T: Serialize>(
 ) -> Result<Revision, StoreError> {
     let value =
         serde_json::to_vec(snapshot).map_err(|e| StoreError::Invalid(format!("{key}: {e}")))?;
-    if let Some(current) = store.get(key).await? {
-        if current.value == value {
+    if let Some(current) = store.get(key).await?
+        && current.value == value {
             return Ok(current.mod_revision);
         }
-    }
     store.put(key, value, None).await
 }
 

@@ -22,11 +22,10 @@ pub fn check(crd: &CustomResourceDefinition, mut object: Value) -> Result<Value,
     if let (Some(metadata), Some(o)) = (metadata, object.as_object_mut()) {
         o.insert("metadata".into(), metadata);
     }
-    if errors.is_empty() {
-        if let Err(failures) = Validator::new().validate(&schema, &object, None) {
+    if errors.is_empty()
+        && let Err(failures) = Validator::new().validate(&schema, &object, None) {
             errors.extend(failures.iter().map(|f| f.to_string()));
         }
-    }
     if errors.is_empty() {
         Ok(object)
     } else {
@@ -42,11 +41,10 @@ fn apply_defaults(schema: &Value, value: &mut Value) {
                 return;
             };
             for (name, property) in properties {
-                if !map.contains_key(name) {
-                    if let Some(default) = property.get("default") {
+                if !map.contains_key(name)
+                    && let Some(default) = property.get("default") {
                         map.insert(name.clone(), default.clone());
                     }
-                }
                 if let Some(child) = map.get_mut(name) {
                     apply_defaults(property, child);
                 }
@@ -92,33 +90,30 @@ fn check_structure(schema: &Value, value: &Value, path: &str, errors: &mut Vec<S
         errors.push(format!("{}: must be of type {expected}", at(path)));
         return;
     }
-    if let Some(allowed) = schema["enum"].as_array() {
-        if !allowed.contains(value) {
+    if let Some(allowed) = schema["enum"].as_array()
+        && !allowed.contains(value) {
             errors.push(format!(
                 "{}: must be one of {}",
                 at(path),
                 Value::Array(allowed.clone())
             ));
         }
-    }
     match value {
         Value::Object(map) => check_object(schema, map, path, errors),
         Value::Array(items) => {
-            if let Some(max) = schema["maxItems"].as_u64() {
-                if items.len() as u64 > max {
+            if let Some(max) = schema["maxItems"].as_u64()
+                && items.len() as u64 > max {
                     errors.push(format!("{}: must have at most {max} items", at(path)));
                 }
-            }
             for (i, item) in items.iter().enumerate() {
                 check_structure(&schema["items"], item, &format!("{path}[{i}]"), errors);
             }
         }
         Value::String(s) => {
-            if let Some(max) = schema["maxLength"].as_u64() {
-                if s.chars().count() as u64 > max {
+            if let Some(max) = schema["maxLength"].as_u64()
+                && s.chars().count() as u64 > max {
                     errors.push(format!("{}: must be at most {max} characters", at(path)));
                 }
-            }
         }
         _ => {}
     }

@@ -1,1 +1,6 @@
-//! placeholder
+//! The gRPC contracts between Centrex components, generated from `proto/`.
+
+/// `centrex.media.v1`: signalling → media node (relay sessions, drain, stats).
+pub mod media {
+    tonic::include_proto!("centrex.media.v1");
+}

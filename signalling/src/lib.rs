@@ -1,1 +1,1 @@
-//! placeholder
+//! The SIP side (issue #4): parser, transports, transactions, registrar, B2BUA.
