@@ -8,5 +8,7 @@
 pub mod keys;
 pub mod snapshot;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use store::{KeyValue, LeaseId, Revision, Store, StoreError, WatchEvent, WatchStream};

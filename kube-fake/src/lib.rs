@@ -163,6 +163,13 @@ impl FakeApiServer {
         kube::Client::new(self.service(), "default")
     }
 
+    /// Serves this API over HTTP on `listener` (plain HTTP, no authentication), for a real
+    /// operator process pointed at it with a kubeconfig; runs until the task is dropped.
+    pub async fn serve(&self, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+        let app = axum::Router::new().fallback_service(self.service());
+        axum::serve(listener, app).await
+    }
+
     /// The current global resourceVersion.
     pub fn resource_version(&self) -> u64 {
         lock(&self.shared.store).resource_version()

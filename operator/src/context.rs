@@ -68,10 +68,16 @@ impl Context {
         }
     }
 
-    /// Requeue after a failure of `key`: grows per object (5 s, 10 s, … up to 5 min).
+    /// Requeue after a failure of `key`: grows per object (5 s, 10 s, … up to 5 min). A
+    /// conflict (another writer got there first, or our cache was behind) is retried after a
+    /// second without growing the backoff: it resolves itself once the cache catches up.
     pub fn retry_after(&self, controller: &'static str, key: String, error: &Error) -> Action {
         self.metrics.failed(controller, error.category());
-        let delay = self.backoff.next(key);
+        let delay = if error.category() == "conflict" {
+            CONFLICT_RETRY
+        } else {
+            self.backoff.next(key)
+        };
         tracing::warn!(controller, %error, retry_in = ?delay, "reconcile failed");
         Action::requeue(delay)
     }
@@ -81,6 +87,9 @@ impl Context {
         self.backoff.reset(key);
     }
 }
+
+/// Retry delay after a write conflict.
+const CONFLICT_RETRY: Duration = Duration::from_secs(1);
 
 /// Consecutive failures per object; an entry lives only while its object keeps failing.
 #[derive(Default)]

@@ -20,6 +20,12 @@ impl Error {
     pub fn category(&self) -> &'static str {
         match self {
             Error::Kube(kube::Error::Api(status)) if status.code == 409 => "conflict",
+            // The finalizer helper's JSON-patch `test` fails when our cached copy is stale.
+            Error::Kube(kube::Error::Api(status))
+                if status.code == 422 && status.message.contains("/metadata/finalizers") =>
+            {
+                "conflict"
+            }
             Error::Kube(_) => "kubernetes",
             Error::Store(_) => "store",
             Error::Finalizer(_) => "finalizer",

@@ -14,9 +14,10 @@ pub async fn publish<T: Serialize>(
     let value =
         serde_json::to_vec(snapshot).map_err(|e| StoreError::Invalid(format!("{key}: {e}")))?;
     if let Some(current) = store.get(key).await?
-        && current.value == value {
-            return Ok(current.mod_revision);
-        }
+        && current.value == value
+    {
+        return Ok(current.mod_revision);
+    }
     store.put(key, value, None).await
 }
 

@@ -63,13 +63,12 @@ pub async fn controllers(
         base: ctx.clone(),
         tenants: tenant_store.clone(),
     });
-    let by_namespace = |store: reflector::Store<Tenant>| {
-        move |namespace: Option<String>| tenants::tenants_in(&store, namespace)
-    };
-    let secrets_map = by_namespace(tenant_store.clone());
-    let trunks_map = by_namespace(tenant_store.clone());
-    let signalling_map = by_namespace(tenant_store.clone());
-    let media_map = by_namespace(tenant_store.clone());
+    let (secrets_store, trunks_store, signalling_store, media_store) = (
+        tenant_store.clone(),
+        tenant_store.clone(),
+        tenant_store.clone(),
+        tenant_store.clone(),
+    );
     let rivals_store = tenant_store.clone();
     let tenant_controller = Controller::for_stream(tenant_stream, tenant_store)
         .watches_stream(
@@ -79,22 +78,38 @@ pub async fn controllers(
             )
             .default_backoff()
             .touched_objects(),
-            move |secret| secrets_map(secret.namespace()),
+            move |secret| {
+                tenants::tenants_using(&secrets_store, secret.namespace(), |t| {
+                    tenants::uses_secret(t, &secret.name_any())
+                })
+            },
         )
         .watches(
             Api::<Trunk>::all(client.clone()),
             config.clone(),
-            move |t| trunks_map(t.namespace()),
+            move |trunk| {
+                tenants::tenants_using(&trunks_store, trunk.namespace(), |t| {
+                    tenants::uses_trunk(t, &trunk.name_any())
+                })
+            },
         )
         .watches(
             Api::<SignallingPool>::all(client.clone()),
             config.clone(),
-            move |p| signalling_map(p.namespace()),
+            move |pool| {
+                tenants::tenants_using(&signalling_store, pool.namespace(), |t| {
+                    t.spec.signalling_pool_ref == pool.name_any()
+                })
+            },
         )
         .watches(
             Api::<MediaPool>::all(client.clone()),
             config.clone(),
-            move |p| media_map(p.namespace()),
+            move |pool| {
+                tenants::tenants_using(&media_store, pool.namespace(), |t| {
+                    t.spec.media_pool_ref == pool.name_any()
+                })
+            },
         )
         .watches(
             Api::<Tenant>::all(client.clone()),
@@ -127,6 +142,11 @@ pub async fn controllers(
                     .state()
                     .iter()
                     .filter(|t| t.namespace() == namespace)
+                    .filter(|t| {
+                        let registration = t.spec.registration.as_ref();
+                        registration
+                            .is_some_and(|r| r.password_secret_ref.name == secret.name_any())
+                    })
                     .map(|t| ObjectRef::from_obj(t.as_ref()))
                     .collect::<Vec<_>>()
             },

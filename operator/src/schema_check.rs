@@ -23,9 +23,10 @@ pub fn check(crd: &CustomResourceDefinition, mut object: Value) -> Result<Value,
         o.insert("metadata".into(), metadata);
     }
     if errors.is_empty()
-        && let Err(failures) = Validator::new().validate(&schema, &object, None) {
-            errors.extend(failures.iter().map(|f| f.to_string()));
-        }
+        && let Err(failures) = Validator::new().validate(&schema, &object, None)
+    {
+        errors.extend(failures.iter().map(|f| f.to_string()));
+    }
     if errors.is_empty() {
         Ok(object)
     } else {
@@ -42,9 +43,10 @@ fn apply_defaults(schema: &Value, value: &mut Value) {
             };
             for (name, property) in properties {
                 if !map.contains_key(name)
-                    && let Some(default) = property.get("default") {
-                        map.insert(name.clone(), default.clone());
-                    }
+                    && let Some(default) = property.get("default")
+                {
+                    map.insert(name.clone(), default.clone());
+                }
                 if let Some(child) = map.get_mut(name) {
                     apply_defaults(property, child);
                 }
@@ -91,29 +93,32 @@ fn check_structure(schema: &Value, value: &Value, path: &str, errors: &mut Vec<S
         return;
     }
     if let Some(allowed) = schema["enum"].as_array()
-        && !allowed.contains(value) {
-            errors.push(format!(
-                "{}: must be one of {}",
-                at(path),
-                Value::Array(allowed.clone())
-            ));
-        }
+        && !allowed.contains(value)
+    {
+        errors.push(format!(
+            "{}: must be one of {}",
+            at(path),
+            Value::Array(allowed.clone())
+        ));
+    }
     match value {
         Value::Object(map) => check_object(schema, map, path, errors),
         Value::Array(items) => {
             if let Some(max) = schema["maxItems"].as_u64()
-                && items.len() as u64 > max {
-                    errors.push(format!("{}: must have at most {max} items", at(path)));
-                }
+                && items.len() as u64 > max
+            {
+                errors.push(format!("{}: must have at most {max} items", at(path)));
+            }
             for (i, item) in items.iter().enumerate() {
                 check_structure(&schema["items"], item, &format!("{path}[{i}]"), errors);
             }
         }
         Value::String(s) => {
             if let Some(max) = schema["maxLength"].as_u64()
-                && s.chars().count() as u64 > max {
-                    errors.push(format!("{}: must be at most {max} characters", at(path)));
-                }
+                && s.chars().count() as u64 > max
+            {
+                errors.push(format!("{}: must be at most {max} characters", at(path)));
+            }
         }
         _ => {}
     }

@@ -18,7 +18,7 @@ use serde_json::json;
 
 use super::compile::compile;
 use super::validate::{Inputs, rival_of, validate};
-use crate::conditions::{ConditionType, is_true, merge};
+use crate::conditions::{ConditionType, merge};
 use crate::context::{Context, key_of};
 use crate::crd::{MediaPool, SignallingPool, Tenant, TenantStatus, Trunk};
 use crate::error::{Error, Result};
@@ -249,14 +249,39 @@ async fn write_status(
     Ok(())
 }
 
-/// Tenants of `namespace` in the controller's store (a change there may change their validity).
-pub fn tenants_in(store: &Store<Tenant>, namespace: Option<String>) -> Vec<ObjectRef<Tenant>> {
+/// Tenants of `namespace` in the controller's store that `uses` selects (a change to what they
+/// use may change their validity). Selective on purpose: mapping every change to every tenant
+/// of a namespace makes a bulk apply quadratic.
+pub fn tenants_using(
+    store: &Store<Tenant>,
+    namespace: Option<String>,
+    uses: impl Fn(&Tenant) -> bool,
+) -> Vec<ObjectRef<Tenant>> {
     store
         .state()
         .iter()
-        .filter(|t| t.namespace() == namespace)
+        .filter(|t| t.namespace() == namespace && uses(t))
         .map(|t| ObjectRef::from_obj(t.as_ref()))
         .collect()
+}
+
+/// Whether `tenant` reads the Secret `name`.
+pub fn uses_secret(tenant: &Tenant, name: &str) -> bool {
+    tenant
+        .spec
+        .users
+        .iter()
+        .any(|u| u.password_secret_ref.name == name)
+}
+
+/// Whether `tenant` depends on the Trunk `name`: an outbound route, or DIDs it may deliver.
+pub fn uses_trunk(tenant: &Tenant, name: &str) -> bool {
+    !tenant.spec.numbers.is_empty()
+        || tenant
+            .spec
+            .outbound
+            .as_ref()
+            .is_some_and(|o| o.trunk_refs.iter().any(|t| t == name))
 }
 
 /// Tenants whose validity may depend on `changed`: those competing with it for a domain or a
@@ -268,11 +293,13 @@ pub fn rivals_of(store: &Store<Tenant>, changed: &Tenant) -> Vec<ObjectRef<Tenan
         .iter()
         .map(|n| n.number.as_str())
         .collect();
+    // Explicitly refused only: a tenant not reconciled yet gets its own first reconcile.
     let refused = |t: &Tenant| {
-        !is_true(
-            &t.status.clone().unwrap_or_default().conditions,
-            ConditionType::Valid,
-        )
+        t.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == ConditionType::Valid.as_str() && c.status == "False")
+        })
     };
     store
         .state()
