@@ -2,7 +2,6 @@
 //! HTTP endpoints every replica serves.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -207,14 +206,13 @@ impl Health {
     }
 }
 
-/// Serves `/metrics`, `/healthz` and `/readyz` on `addr` until `shutdown`.
+/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until `shutdown`.
 pub async fn serve_http(
-    addr: SocketAddr,
+    listener: tokio::net::TcpListener,
     metrics: Arc<crate::metrics::Metrics>,
     health: Health,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
     let app =
         Router::new()
             .route(

@@ -402,3 +402,22 @@ async fn a_failed_request_is_retried_and_counted() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn a_status_write_conflict_is_retried_until_the_tenant_is_ready() {
+    let h = Harness::start().await;
+    h.fake.fail_next(
+        http::Method::PATCH,
+        "/apis/centrex.dev/v1alpha1/namespaces/default/tenants/acme/status",
+        409,
+    );
+    h.apply_examples().await;
+    ready_tenant(&h, "acme").await;
+    let metrics = h.ctx.metrics.render();
+    assert!(
+        metrics.contains(
+            "centrex_operator_reconcile_errors_total{controller=\"tenant\",category=\"conflict\"} 1"
+        ),
+        "{metrics}"
+    );
+}
