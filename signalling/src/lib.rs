@@ -1,1 +1,5 @@
 //! The SIP side (issue #4): parser, transports, transactions, registrar, B2BUA.
+
+pub mod auth;
+pub mod directory;
+pub mod sip;
