@@ -3,7 +3,7 @@
 use std::fmt;
 
 use md5::Md5;
-use sha2::{Digest as _, Sha256};
+use sha2::Sha256;
 
 /// A digest algorithm SIP UAs use (RFC 8760: SHA-256 preferred, MD5 for older phones).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -108,10 +108,10 @@ impl NonceCounts {
                 true
             }
             None => {
-                if self.highest.len() >= self.capacity {
-                    if let Some(oldest) = self.order.pop_front() {
-                        self.highest.remove(&oldest);
-                    }
+                if self.highest.len() >= self.capacity
+                    && let Some(oldest) = self.order.pop_front()
+                {
+                    self.highest.remove(&oldest);
                 }
                 self.highest.insert(nonce.to_string(), nc);
                 self.order.push_back(nonce.to_string());

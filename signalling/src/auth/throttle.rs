@@ -93,15 +93,14 @@ impl AuthThrottle {
             now.duration_since(r.window_start) <= policy.window
                 || r.blocked_until.is_some_and(|u| now < u)
         });
-        if self.sources.len() >= policy.capacity {
-            if let Some(oldest) = self
+        if self.sources.len() >= policy.capacity
+            && let Some(oldest) = self
                 .sources
                 .iter()
                 .min_by_key(|(_, r)| r.window_start)
                 .map(|(ip, _)| *ip)
-            {
-                self.sources.remove(&oldest);
-            }
+        {
+            self.sources.remove(&oldest);
         }
     }
 }
