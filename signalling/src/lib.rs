@@ -2,4 +2,7 @@
 
 pub mod auth;
 pub mod directory;
+pub mod registrar;
+pub mod server;
 pub mod sip;
+pub mod transaction;

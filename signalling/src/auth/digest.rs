@@ -21,7 +21,8 @@ impl Algorithm {
         }
     }
 
-    fn parse(token: &str) -> Option<Self> {
+    /// Parses an `algorithm=` token (case-insensitive).
+    pub fn parse(token: &str) -> Option<Self> {
         match token.to_ascii_uppercase().as_str() {
             "MD5" => Some(Algorithm::Md5),
             "SHA-256" => Some(Algorithm::Sha256),
@@ -172,14 +173,25 @@ impl fmt::Display for Challenge<'_> {
     }
 }
 
-/// The challenges of a 401, most preferred first (RFC 8760 §2.4: SHA-256, then MD5).
-pub fn challenges<'a>(realm: &'a str, nonce: &'a str, stale: bool) -> [Challenge<'a>; 2] {
-    [Algorithm::Sha256, Algorithm::Md5].map(|algorithm| Challenge {
-        realm,
-        nonce,
-        algorithm,
-        stale,
-    })
+/// RFC 8760 §2.4's order of preference: SHA-256, then MD5 for older phones.
+pub const PREFERRED: [Algorithm; 2] = [Algorithm::Sha256, Algorithm::Md5];
+
+/// The challenges of a 401, one per algorithm, most preferred first.
+pub fn challenges<'a>(
+    realm: &'a str,
+    nonce: &'a str,
+    stale: bool,
+    algorithms: &[Algorithm],
+) -> Vec<Challenge<'a>> {
+    algorithms
+        .iter()
+        .map(|&algorithm| Challenge {
+            realm,
+            nonce,
+            algorithm,
+            stale,
+        })
+        .collect()
 }
 
 /// `name=value` pairs of an auth-param list; values may be quoted strings with escapes.
@@ -312,7 +324,9 @@ mod tests {
 
     #[test]
     fn challenges_offer_sha256_first_then_md5() {
-        let [first, second] = challenges("acme.example.com", "n1", true);
+        let [first, second] = challenges("acme.example.com", "n1", true, &PREFERRED)
+            .try_into()
+            .unwrap();
         assert_eq!(
             first.to_string(),
             r#"Digest realm="acme.example.com", nonce="n1", algorithm=SHA-256, qop="auth", stale=true"#

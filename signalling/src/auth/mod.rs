@@ -2,6 +2,7 @@
 //! throttling of sources that keep failing it. Pure logic: no IO, no clock reads (time is passed
 //! in), so every rule is unit-tested.
 
+pub mod authenticator;
 pub mod digest;
 pub mod nonce;
 pub mod throttle;

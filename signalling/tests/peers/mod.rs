@@ -1,0 +1,216 @@
+//! Real SIP peers for the tests: a signalling server on 127.0.0.1 with one tenant in an
+//! in-memory store, and sipp (Debian `sip-tester`) driving it.
+
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::time::Duration;
+
+use centrex_coord::snapshot::{self as snap, DigestCredentials, TenantSnapshot};
+use centrex_coord::store::MemoryStore;
+use centrex_coord::{Store, keys};
+use centrex_signalling::auth::authenticator::Authenticator;
+use centrex_signalling::auth::digest::Algorithm;
+use centrex_signalling::directory::Directory;
+use centrex_signalling::server::Server;
+
+pub const DOMAIN: &str = "acme.example.com";
+
+/// A tenant with users `100` (password `secret-100`) and `101` (`secret-101`).
+pub fn tenant() -> TenantSnapshot {
+    let user = |extension: &str| snap::UserEntry {
+        extension: extension.into(),
+        display_name: None,
+        credentials: DigestCredentials::derive(
+            extension,
+            DOMAIN,
+            format!("secret-{extension}").as_bytes(),
+        ),
+        max_calls: 2,
+        caller_id: snap::CallerId::Extension,
+        direct_number: None,
+        mobile_number: None,
+        forwarding: Default::default(),
+    };
+    TenantSnapshot {
+        schema: snap::SCHEMA_VERSION,
+        source: snap::Source {
+            namespace: "default".into(),
+            name: "acme".into(),
+            uid: "u1".into(),
+            generation: 1,
+        },
+        domain: DOMAIN.into(),
+        main_number: None,
+        users: vec![user("100"), user("101")],
+        hunt_groups: vec![],
+        numbers: vec![],
+        outbound: None,
+        limits: snap::TenantLimits {
+            concurrent_calls: 10,
+            calls_per_second: 5,
+        },
+        signalling_pool: "default".into(),
+        media_pool: "default".into(),
+    }
+}
+
+/// A signalling server on 127.0.0.1 serving [`tenant`].
+pub struct Platform {
+    pub store: MemoryStore,
+    pub sip: SocketAddr,
+}
+
+impl Platform {
+    pub async fn start() -> Self {
+        let store = MemoryStore::new();
+        store
+            .put(
+                &keys::tenant("default", "acme"),
+                serde_json::to_vec(&tenant()).unwrap(),
+                None,
+            )
+            .await
+            .unwrap();
+        let directory = Directory::default();
+        let shared: Arc<dyn Store> = Arc::new(store.clone());
+        tokio::spawn({
+            let (directory, shared) = (directory.clone(), shared.clone());
+            async move { directory.follow(shared).await }
+        });
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while directory.tenant(DOMAIN).is_none() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "tenant never reached the directory"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let sip = socket.local_addr().unwrap();
+        // sipp 3.6 answers only the first challenge and knows only MD5.
+        let auth = Authenticator::new().with_algorithms(vec![Algorithm::Md5]);
+        let server = Arc::new(Server::new(shared, directory, auth));
+        tokio::spawn(server.serve_udp(socket, std::future::pending()));
+        Self { store, sip }
+    }
+}
+
+/// A free UDP port on 127.0.0.1.
+pub fn free_udp_port() -> u16 {
+    StdUdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Runs sipp with `scenario` (XML text) against `target`, bound to 127.0.0.1; blocking, so call
+/// it from `spawn_blocking`. Fails the test with a clear message when sipp is not installed.
+pub fn sipp(target: SocketAddr, scenario: &str, extra: &[&str]) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("scenario.xml");
+    std::fs::write(&file, scenario).unwrap();
+    let port = free_udp_port().to_string();
+    let mut command = Command::new("sipp");
+    command
+        .arg(target.to_string())
+        .args([
+            "-sf",
+            file.to_str().unwrap(),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-m",
+            "1",
+            "-t",
+            "u1",
+        ])
+        .args([
+            "-timeout",
+            "15s",
+            "-timeout_error",
+            "-nostdin",
+            "-buff_size",
+            "4194304",
+            "-trace_err",
+        ])
+        .args([
+            "-error_file",
+            dir.path().join("errors.log").to_str().unwrap(),
+        ])
+        .args(extra)
+        .current_dir(dir.path());
+    match command.output() {
+        Ok(output) => {
+            if !output.status.success() {
+                let errors =
+                    std::fs::read_to_string(dir.path().join("errors.log")).unwrap_or_default();
+                eprintln!(
+                    "sipp failed:\n{}\n{}",
+                    String::from_utf8_lossy(&output.stdout),
+                    errors
+                );
+            }
+            output
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            panic!(
+                "sipp is not installed: `apt-get install sip-tester` (scripts/install-deps.sh does it)"
+            )
+        }
+        Err(e) => panic!("cannot run sipp: {e}"),
+    }
+}
+
+/// A REGISTER scenario for `user` that answers the challenge and expects `final_status`.
+pub fn register_scenario(user: &str, final_status: u16) -> String {
+    let register = |cseq: u32, auth: &str| {
+        format!(
+            r#"REGISTER sip:{DOMAIN} SIP/2.0
+      Via: SIP/2.0/UDP [local_ip]:[local_port];branch=[branch];rport
+      From: <sip:{user}@{DOMAIN}>;tag=[pid]SIPpTag[call_number]
+      To: <sip:{user}@{DOMAIN}>
+      Call-ID: [call_id]
+      CSeq: {cseq} REGISTER
+      Contact: <sip:{user}@[local_ip]:[local_port]>
+      Max-Forwards: 70
+      Expires: 3600
+      {auth}
+      Content-Length: 0
+"#
+        )
+    };
+    format!(
+        r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="register {user}">
+  <send retrans="500"><![CDATA[
+      {first}
+  ]]></send>
+  <recv response="401" auth="true"/>
+  <send retrans="500"><![CDATA[
+      {second}
+  ]]></send>
+  <recv response="{final_status}"/>
+</scenario>
+"#,
+        first = register(1, ""),
+        second = register(2, "[authentication]"),
+    )
+}
+
+/// The sipp options giving the digest credentials of `user` with `password`.
+pub fn credentials<'a>(user: &'a str, password: &'a str) -> [&'a str; 4] {
+    ["-au", user, "-ap", password]
+}
+
+/// Path of a scenario file shipped with the tests.
+pub fn scenario_path(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/scenarios")
+        .join(name)
+}
