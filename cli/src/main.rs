@@ -15,6 +15,10 @@ use centrex_operator::context::Context;
 use centrex_operator::manifests::Manifests;
 use centrex_operator::metrics::Metrics;
 use centrex_operator::run::{Health, lead, serve_http};
+use centrex_signalling::auth::authenticator::Authenticator;
+use centrex_signalling::auth::digest::Algorithm;
+use centrex_signalling::directory::Directory;
+use centrex_signalling::server::Server;
 use clap::{Args, Parser, Subcommand};
 
 /// Centrex: a multi-tenant hosted PBX on Kubernetes.
@@ -29,11 +33,19 @@ struct Cli {
 enum Command {
     /// Runs the Kubernetes operator.
     Operator(OperatorArgs),
+    /// Runs a SIP signalling instance.
+    Signalling(SignallingArgs),
     /// Runs the platform in one process from manifest files (local mode, in-memory store).
     Up {
         /// Directory (or file) of Tenant, Trunk, pool and Secret manifests.
         #[arg(default_value = "examples/quickstart")]
         manifests: PathBuf,
+        /// Where SIP is served (UDP).
+        #[arg(long, default_value = "127.0.0.1:5060")]
+        sip: SocketAddr,
+        /// Digest algorithms offered, most preferred first.
+        #[arg(long, value_delimiter = ',', default_value = "SHA-256,MD5")]
+        digest_algorithms: Vec<String>,
     },
     /// Writes the CRD YAML into crds/ and the chart.
     Crdgen {
@@ -41,6 +53,37 @@ enum Command {
         #[arg(long, default_value = ".")]
         root: PathBuf,
     },
+}
+
+/// Signalling settings (the operator sets them on the pods it creates).
+#[derive(Args)]
+struct SignallingArgs {
+    /// SignallingPool this instance belongs to.
+    #[arg(long)]
+    pool: String,
+    /// SIP over UDP port.
+    #[arg(long, default_value_t = 5060)]
+    udp_port: u16,
+    /// SIP over TCP port.
+    #[arg(long, default_value_t = 5060)]
+    tcp_port: u16,
+    /// Longest wait for transactions to finish on shutdown, e.g. `300s`.
+    #[arg(long, default_value = "300s")]
+    drain_timeout: String,
+    /// etcd client URLs, comma-separated.
+    #[arg(
+        long,
+        env = "CENTREX_ETCD_ENDPOINTS",
+        value_delimiter = ',',
+        required = true
+    )]
+    etcd_endpoints: Vec<String>,
+    /// Digest algorithms offered, most preferred first (RFC 8760: SHA-256, then MD5).
+    #[arg(long, value_delimiter = ',', default_value = "SHA-256,MD5")]
+    digest_algorithms: Vec<String>,
+    /// Logs as JSON lines (the default in a cluster).
+    #[arg(long, env = "CENTREX_LOG_JSON", default_value_t = true, action = clap::ArgAction::Set)]
+    log_json: bool,
 }
 
 /// Operator settings; every flag can come from its environment variable.
@@ -81,7 +124,12 @@ struct OperatorArgs {
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Operator(args) => operator(args).await,
-        Command::Up { manifests } => up(manifests).await,
+        Command::Signalling(args) => signalling(args).await,
+        Command::Up {
+            manifests,
+            sip,
+            digest_algorithms,
+        } => up(manifests, sip, digest_algorithms).await,
         Command::Crdgen { root } => {
             for path in centrex_operator::crdgen::write(&root)? {
                 println!("wrote {}", path.display());
@@ -104,8 +152,11 @@ async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
     };
     let metrics = Arc::new(Metrics::default());
     let health = Health::default();
+    let listener = tokio::net::TcpListener::bind(config.metrics_addr)
+        .await
+        .with_context(|| format!("binding {}", config.metrics_addr))?;
     tokio::spawn(serve_http(
-        config.metrics_addr,
+        listener,
         metrics.clone(),
         health.clone(),
         shutdown_signal(),
@@ -123,8 +174,64 @@ async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
     lead(ctx, client, shutdown_signal()).await
 }
 
-async fn up(path: PathBuf) -> anyhow::Result<()> {
+async fn signalling(args: SignallingArgs) -> anyhow::Result<()> {
+    let _telemetry = telemetry::init("centrex-signalling", args.log_json)?;
+    let auth = authenticator(&args.digest_algorithms)?;
+    let store: Arc<dyn Store> = Arc::new(
+        EtcdStore::connect(&args.etcd_endpoints)
+            .await
+            .context("connecting to the coordination store")?,
+    );
+    if args.tcp_port != 0 {
+        tracing::warn!(
+            port = args.tcp_port,
+            "SIP over TCP is not served yet; UDP only"
+        );
+    }
+    tracing::info!(
+        pool = args.pool,
+        drain_timeout = args.drain_timeout,
+        "signalling starting"
+    );
+    serve_sip(store, SocketAddr::from(([0, 0, 0, 0], args.udp_port)), auth).await
+}
+
+/// Serves SIP over UDP on `addr` for the tenants in `store` until SIGTERM or Ctrl-C.
+async fn serve_sip(
+    store: Arc<dyn Store>,
+    addr: SocketAddr,
+    auth: Authenticator,
+) -> anyhow::Result<()> {
+    let directory = Directory::default();
+    tokio::spawn({
+        let (directory, store) = (directory.clone(), store.clone());
+        async move { directory.follow(store).await }
+    });
+    let socket = tokio::net::UdpSocket::bind(addr)
+        .await
+        .with_context(|| format!("binding SIP on {addr}"))?;
+    tracing::info!(%addr, "SIP over UDP");
+    let server = Arc::new(Server::new(store, directory, auth));
+    server.serve_udp(socket, shutdown_signal()).await;
+    Ok(())
+}
+
+/// An authenticator offering `algorithms` (`SHA-256`, `MD5`) in that order.
+fn authenticator(algorithms: &[String]) -> anyhow::Result<Authenticator> {
+    let algorithms = algorithms
+        .iter()
+        .map(|a| {
+            Algorithm::parse(a).ok_or_else(|| {
+                anyhow::anyhow!("--digest-algorithms: unknown algorithm {a:?} (SHA-256 or MD5)")
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Authenticator::new().with_algorithms(algorithms))
+}
+
+async fn up(path: PathBuf, sip: SocketAddr, digest_algorithms: Vec<String>) -> anyhow::Result<()> {
     let _telemetry = telemetry::init("centrex", false)?;
+    let auth = authenticator(&digest_algorithms)?;
     let manifests = Manifests::load(&path)?;
     let store = MemoryStore::new();
     let report = centrex_operator::local::publish_all(&manifests, &store).await?;
@@ -140,9 +247,8 @@ async fn up(path: PathBuf) -> anyhow::Result<()> {
     if report.tenants.is_empty() {
         anyhow::bail!("no tenant could be put in service from {}", path.display());
     }
-    tracing::info!("local mode running with an in-memory store; Ctrl-C stops it");
-    shutdown_signal().await;
-    Ok(())
+    tracing::info!(%sip, "local mode: register a softphone as <extension>@<domain> at this address; Ctrl-C stops it");
+    serve_sip(Arc::new(store), sip, auth).await
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
