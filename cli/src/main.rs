@@ -18,7 +18,7 @@ use centrex_operator::run::{Health, lead, serve_http};
 use centrex_signalling::auth::authenticator::Authenticator;
 use centrex_signalling::auth::digest::Algorithm;
 use centrex_signalling::directory::Directory;
-use centrex_signalling::server::Server;
+use centrex_signalling::server::{Server, TcpLimits};
 use clap::{Args, Parser, Subcommand};
 
 /// Centrex: a multi-tenant hosted PBX on Kubernetes.
@@ -40,7 +40,7 @@ enum Command {
         /// Directory (or file) of Tenant, Trunk, pool and Secret manifests.
         #[arg(default_value = "examples/quickstart")]
         manifests: PathBuf,
-        /// Where SIP is served (UDP).
+        /// Where SIP is served (UDP and TCP).
         #[arg(long, default_value = "127.0.0.1:5060")]
         sip: SocketAddr,
         /// Digest algorithms offered, most preferred first.
@@ -182,18 +182,14 @@ async fn signalling(args: SignallingArgs) -> anyhow::Result<()> {
             .await
             .context("connecting to the coordination store")?,
     );
-    if args.tcp_port != 0 {
-        tracing::warn!(
-            port = args.tcp_port,
-            "SIP over TCP is not served yet; UDP only"
-        );
-    }
     tracing::info!(
         pool = args.pool,
         drain_timeout = args.drain_timeout,
         "signalling starting"
     );
-    serve_sip(store, SocketAddr::from(([0, 0, 0, 0], args.udp_port)), auth).await
+    let udp = SocketAddr::from(([0, 0, 0, 0], args.udp_port));
+    let tcp = SocketAddr::from(([0, 0, 0, 0], args.tcp_port));
+    serve_sip(store, udp, tcp, auth).await
 }
 
 /// Serves SIP over UDP on `addr` for the tenants in `store` until SIGTERM or Ctrl-C.
@@ -211,7 +207,16 @@ async fn serve_sip(
         .await
         .with_context(|| format!("binding SIP on {addr}"))?;
     tracing::info!(%addr, "SIP over UDP");
+    let listener = tokio::net::TcpListener::bind(tcp)
+        .await
+        .with_context(|| format!("binding SIP on {tcp}/tcp"))?;
+    tracing::info!(%tcp, "SIP over TCP");
     let server = Arc::new(Server::new(store, directory, auth));
+    tokio::spawn(
+        server
+            .clone()
+            .serve_tcp(listener, TcpLimits::default(), shutdown_signal()),
+    );
     server.serve_udp(socket, shutdown_signal()).await;
     Ok(())
 }
@@ -248,7 +253,7 @@ async fn up(path: PathBuf, sip: SocketAddr, digest_algorithms: Vec<String>) -> a
         anyhow::bail!("no tenant could be put in service from {}", path.display());
     }
     tracing::info!(%sip, "local mode: register a softphone as <extension>@<domain> at this address; Ctrl-C stops it");
-    serve_sip(Arc::new(store), sip, auth).await
+    serve_sip(Arc::new(store), sip, sip, auth).await
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -15,7 +15,11 @@ impl Drop for Running {
 }
 
 fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 const SCENARIO: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
@@ -71,8 +75,26 @@ fn local_mode_registers_a_real_sip_client_with_the_example_password() {
     loop {
         let status = Command::new("sipp")
             .arg(format!("127.0.0.1:{sip_port}"))
-            .args(["-sf", "register.xml", "-i", "127.0.0.1", "-p", &free_udp_port().to_string(), "-m", "1"])
-            .args(["-au", "100", "-ap", "alice-secret-100", "-timeout", "5s", "-timeout_error", "-nostdin"])
+            .args([
+                "-sf",
+                "register.xml",
+                "-i",
+                "127.0.0.1",
+                "-p",
+                &free_udp_port().to_string(),
+                "-m",
+                "1",
+            ])
+            .args([
+                "-au",
+                "100",
+                "-ap",
+                "alice-secret-100",
+                "-timeout",
+                "5s",
+                "-timeout_error",
+                "-nostdin",
+            ])
             .args(["-buff_size", "4194304"])
             .current_dir(dir.path())
             .stdout(Stdio::null())
@@ -81,7 +103,10 @@ fn local_mode_registers_a_real_sip_client_with_the_example_password() {
         if status.success() {
             return;
         }
-        assert!(Instant::now() < deadline, "alice could not register through `centrex up`");
+        assert!(
+            Instant::now() < deadline,
+            "alice could not register through `centrex up`"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }

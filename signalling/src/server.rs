@@ -4,16 +4,18 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 use centrex_coord::Store;
-use tokio::net::UdpSocket;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
 use crate::auth::authenticator::Authenticator;
 use crate::directory::Directory;
 use crate::registrar::Registrar;
 use crate::registrar::plan::ExpiryPolicy;
 use crate::sip::{
-    HeaderName, Limits, Message, Method, Rejection, Request, ResponseBuilder, StatusCode, rejection,
+    Frame, HeaderName, Limits, Message, Method, Rejection, Request, ResponseBuilder, StatusCode,
+    frame_length, rejection,
 };
 use crate::transaction::server::{Arrival, ServerTransactions, TIMER_J_UDP, TransactionKey};
 
@@ -45,6 +47,11 @@ impl Server {
 
     /// Handles one datagram from `source`; returns what to send back to it, if anything.
     pub async fn handle_datagram(&self, datagram: Bytes, source: SocketAddr) -> Option<Bytes> {
+        self.handle(datagram, source, Link::Udp).await
+    }
+
+    /// Handles one message received on `link` from `source`; returns the response to send back.
+    async fn handle(&self, datagram: Bytes, source: SocketAddr, link: Link) -> Option<Bytes> {
         let message = match Message::parse(datagram.clone(), &self.limits) {
             Ok(message) => message,
             Err(error) => return self.reject(&datagram, &error, source),
@@ -59,6 +66,10 @@ impl Server {
         if request.method() == &Method::Ack {
             return None;
         }
+        // A reliable transport does not retransmit: only UDP needs the absorbing table.
+        if link == Link::Tcp {
+            return self.dispatch(&request, source, link).await;
+        }
         let key = transaction_key(&request)?;
         match self
             .transactions
@@ -70,7 +81,7 @@ impl Server {
             Arrival::InProgress => return None,
             Arrival::Retransmit(response) => return Some(response),
         }
-        let response = self.dispatch(&request, source).await;
+        let response = self.dispatch(&request, source, link).await;
         if let Some(response) = &response {
             self.transactions
                 .lock()
@@ -80,9 +91,13 @@ impl Server {
         response
     }
 
-    async fn dispatch(&self, request: &Request, source: SocketAddr) -> Option<Bytes> {
+    async fn dispatch(&self, request: &Request, source: SocketAddr, link: Link) -> Option<Bytes> {
         match request.method() {
-            Method::Register => self.registrar.register(request, source, "udp").await,
+            Method::Register => {
+                self.registrar
+                    .register(request, source, link.as_str())
+                    .await
+            }
             Method::Options => ResponseBuilder::for_request(request, StatusCode::OK)
                 .header(HeaderName::Allow, ALLOW)
                 .build()
@@ -149,6 +164,126 @@ impl Server {
                     tracing::debug!(%error, %source, "cannot send a response");
                 }
             });
+        }
+    }
+}
+
+/// The transport a message arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Link {
+    Udp,
+    Tcp,
+}
+
+impl Link {
+    fn as_str(self) -> &'static str {
+        match self {
+            Link::Udp => "udp",
+            Link::Tcp => "tcp",
+        }
+    }
+}
+
+/// Limits of SIP over TCP.
+#[derive(Debug, Clone, Copy)]
+pub struct TcpLimits {
+    /// Connections open at once; more are refused (closed at once).
+    pub max_connections: usize,
+    /// A connection silent this long is closed (phones keep theirs alive with CRLF pings).
+    pub idle_timeout: Duration,
+}
+
+impl Default for TcpLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            idle_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+impl Server {
+    /// Serves SIP over TCP (RFC 3261 §18.3: Content-Length framing) on `listener` until
+    /// `shutdown`; responses go back on the connection the request came on.
+    pub async fn serve_tcp(
+        self: Arc<Self>,
+        listener: TcpListener,
+        limits: TcpLimits,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, peer) = tokio::select! {
+                _ = &mut shutdown => return,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        tracing::warn!(%error, "TCP accept failed");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                },
+            };
+            let Ok(permit) = connections.clone().try_acquire_owned() else {
+                tracing::warn!(%peer, "too many SIP connections: refused");
+                continue;
+            };
+            let server = self.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                if let Err(error) = server.connection(stream, peer, limits.idle_timeout).await {
+                    tracing::debug!(%peer, %error, "SIP connection closed");
+                }
+            });
+        }
+    }
+
+    /// Reads framed messages from one connection and answers each on it.
+    async fn connection(
+        &self,
+        mut stream: TcpStream,
+        peer: SocketAddr,
+        idle: Duration,
+    ) -> std::io::Result<()> {
+        let mut buffer = BytesMut::with_capacity(4096);
+        loop {
+            match frame_length(&buffer, &self.limits) {
+                Ok(Frame::Complete(length)) => {
+                    let message = buffer.split_to(length).freeze();
+                    if let Some(response) = self.handle(message, peer, Link::Tcp).await {
+                        stream.write_all(&response).await?;
+                    }
+                    continue;
+                }
+                Ok(Frame::KeepAlive(length)) => {
+                    // RFC 5626 §3.5.1: a double-CRLF ping is answered with a single-CRLF pong.
+                    let ping = &buffer[..length];
+                    let pong = ping.windows(4).any(|w| w == b"\r\n\r\n");
+                    buffer.advance(length);
+                    if pong {
+                        stream.write_all(b"\r\n").await?;
+                    }
+                    continue;
+                }
+                Ok(Frame::Incomplete) => {}
+                Err(error) => {
+                    // The stream cannot be framed any more: answer if possible, then close.
+                    if let Some(response) = self.reject(&buffer, &error, peer) {
+                        stream.write_all(&response).await?;
+                    }
+                    return Ok(());
+                }
+            }
+            if buffer.len() >= self.limits.max_message_size {
+                return Ok(());
+            }
+            let read = tokio::time::timeout(idle, stream.read_buf(&mut buffer)).await;
+            match read {
+                Ok(Ok(0)) | Err(_) => return Ok(()),
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => return Err(error),
+            }
         }
     }
 }

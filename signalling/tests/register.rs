@@ -79,3 +79,26 @@ async fn another_users_password_cannot_register_this_user() {
         "user 101's credentials must not register 100"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_works_over_tcp() {
+    let platform = Platform::start().await;
+    let target = platform.tcp;
+    let mut options = credentials("101", "secret-101").to_vec();
+    options.extend(["-t", "t1"]);
+    let output =
+        tokio::task::spawn_blocking(move || sipp(target, &register_scenario("101", 200), &options))
+            .await
+            .unwrap();
+    assert!(
+        output.status.success(),
+        "sipp REGISTER over TCP did not get 200"
+    );
+    let (bindings, _) = platform
+        .store
+        .list(&keys::registrations(DOMAIN, "101"))
+        .await
+        .unwrap();
+    let value = String::from_utf8(bindings[0].value.clone()).unwrap();
+    assert!(value.contains("\"transport\":\"tcp\""), "{value}");
+}

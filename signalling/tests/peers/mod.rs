@@ -15,7 +15,7 @@ use centrex_coord::{Store, keys};
 use centrex_signalling::auth::authenticator::Authenticator;
 use centrex_signalling::auth::digest::Algorithm;
 use centrex_signalling::directory::Directory;
-use centrex_signalling::server::Server;
+use centrex_signalling::server::{Server, TcpLimits};
 
 pub const DOMAIN: &str = "acme.example.com";
 
@@ -61,11 +61,19 @@ pub fn tenant() -> TenantSnapshot {
 /// A signalling server on 127.0.0.1 serving [`tenant`].
 pub struct Platform {
     pub store: MemoryStore,
+    /// SIP over UDP.
     pub sip: SocketAddr,
+    /// SIP over TCP.
+    pub tcp: SocketAddr,
 }
 
 impl Platform {
     pub async fn start() -> Self {
+        Self::start_with(TcpLimits::default()).await
+    }
+
+    /// A platform whose TCP transport has `limits`.
+    pub async fn start_with(limits: TcpLimits) -> Self {
         let store = MemoryStore::new();
         store
             .put(
@@ -94,8 +102,11 @@ impl Platform {
         // sipp 3.6 answers only the first challenge and knows only MD5.
         let auth = Authenticator::new().with_algorithms(vec![Algorithm::Md5]);
         let server = Arc::new(Server::new(shared, directory, auth));
-        tokio::spawn(server.serve_udp(socket, std::future::pending()));
-        Self { store, sip }
+        tokio::spawn(server.clone().serve_udp(socket, std::future::pending()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tcp = listener.local_addr().unwrap();
+        tokio::spawn(server.serve_tcp(listener, limits, std::future::pending()));
+        Self { store, sip, tcp }
     }
 }
 
@@ -143,6 +154,11 @@ pub fn sipp(target: SocketAddr, scenario: &str, extra: &[&str]) -> Output {
             "-error_file",
             dir.path().join("errors.log").to_str().unwrap(),
         ])
+        .args(if extra.contains(&"-t") {
+            &[][..]
+        } else {
+            &["-t", "u1"][..]
+        })
         .args(extra)
         .current_dir(dir.path());
     match command.output() {
@@ -172,7 +188,7 @@ pub fn register_scenario(user: &str, final_status: u16) -> String {
     let register = |cseq: u32, auth: &str| {
         format!(
             r#"REGISTER sip:{DOMAIN} SIP/2.0
-      Via: SIP/2.0/UDP [local_ip]:[local_port];branch=[branch];rport
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
       From: <sip:{user}@{DOMAIN}>;tag=[pid]SIPpTag[call_number]
       To: <sip:{user}@{DOMAIN}>
       Call-ID: [call_id]
@@ -180,8 +196,7 @@ pub fn register_scenario(user: &str, final_status: u16) -> String {
       Contact: <sip:{user}@[local_ip]:[local_port]>
       Max-Forwards: 70
       Expires: 3600
-      {auth}
-      Content-Length: 0
+{auth}      Content-Length: 0
 "#
         )
     };
@@ -199,7 +214,7 @@ pub fn register_scenario(user: &str, final_status: u16) -> String {
 </scenario>
 "#,
         first = register(1, ""),
-        second = register(2, "[authentication]"),
+        second = register(2, "      [authentication]\n"),
     )
 }
 
