@@ -192,10 +192,11 @@ async fn signalling(args: SignallingArgs) -> anyhow::Result<()> {
     serve_sip(store, udp, tcp, auth).await
 }
 
-/// Serves SIP over UDP on `addr` for the tenants in `store` until SIGTERM or Ctrl-C.
+/// Serves SIP over UDP on `addr` and TCP on `tcp` for the tenants in `store` until SIGTERM or Ctrl-C.
 async fn serve_sip(
     store: Arc<dyn Store>,
     addr: SocketAddr,
+    tcp: SocketAddr,
     auth: Authenticator,
 ) -> anyhow::Result<()> {
     let directory = Directory::default();
