@@ -35,6 +35,8 @@ enum Command {
     Operator(OperatorArgs),
     /// Runs a SIP signalling instance.
     Signalling(SignallingArgs),
+    /// Runs an RTP media relay node, or drains the local one (`centrex media-node drain`).
+    MediaNode(centrex_media_node::MediaNodeArgs),
     /// Runs the platform in one process from manifest files (local mode, in-memory store).
     Up {
         /// Directory (or file) of Tenant, Trunk, pool and Secret manifests.
@@ -125,6 +127,10 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Operator(args) => operator(args).await,
         Command::Signalling(args) => signalling(args).await,
+        Command::MediaNode(args) => {
+            let _telemetry = telemetry::init("centrex-media-node", true)?;
+            centrex_media_node::run(args, shutdown_signal()).await
+        }
         Command::Up {
             manifests,
             sip,
@@ -253,8 +259,23 @@ async fn up(path: PathBuf, sip: SocketAddr, digest_algorithms: Vec<String>) -> a
     if report.tenants.is_empty() {
         anyhow::bail!("no tenant could be put in service from {}", path.display());
     }
+    let store: Arc<dyn Store> = Arc::new(store);
+    tokio::spawn(local_media_node(store.clone(), sip.ip()));
     tracing::info!(%sip, "local mode: register a softphone as <extension>@<domain> at this address; Ctrl-C stops it");
-    serve_sip(Arc::new(store), sip, sip, auth).await
+    serve_sip(store, sip, sip, auth).await
+}
+
+/// Local mode's media node: relays on the SIP address, registered in the in-memory store.
+async fn local_media_node(store: Arc<dyn Store>, address: std::net::IpAddr) {
+    let mut config = centrex_media_node::Config::new("local-media-0", "default", address);
+    config.bind = address;
+    config.grpc_addr = SocketAddr::new(address, 0);
+    config.http_addr = SocketAddr::new(address, 0);
+    // Nobody waits for calls to end when a developer stops local mode.
+    config.drain_timeout = Duration::from_secs(1);
+    if let Err(error) = centrex_media_node::run_with_store(config, store, shutdown_signal()).await {
+        tracing::error!(%error, "local media node stopped");
+    }
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -1,0 +1,297 @@
+//! The data plane: worker threads that own the media sockets of their sessions and forward
+//! packets between the legs; the control plane drives them with commands over bounded channels.
+//!
+//! Each session lives on one worker, which alone touches its state, so the per-packet path
+//! takes no lock and allocates nothing: `epoll_wait` → `recvmmsg` on the ready socket → latch
+//! and count → `sendmmsg` from the other leg's socket.
+
+mod counters;
+mod latch;
+mod rtp;
+mod sequence;
+mod sys;
+mod worker;
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+pub use counters::{DropReason, LegCounters, LegStats, RelayCounters};
+pub use sys::set_receive_buffer;
+
+use sys::EventFd;
+use worker::Worker;
+
+/// Commands queued per worker before senders wait.
+const COMMAND_QUEUE: usize = 256;
+
+/// Identifies a session between the control plane and its worker.
+pub type SessionKey = u64;
+
+/// The RTP payload types a leg's peer may send; empty allows any.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PayloadTypes(u128);
+
+impl PayloadTypes {
+    /// Allows exactly `ids` (each below 128).
+    pub fn only(ids: impl IntoIterator<Item = u8>) -> Self {
+        Self(
+            ids.into_iter()
+                .fold(0, |mask, id| mask | 1u128 << (id & 0x7f)),
+        )
+    }
+
+    /// Whether the peer may send `payload_type`.
+    pub fn allows(self, payload_type: u8) -> bool {
+        self.0 == 0 || self.0 & (1u128 << (payload_type & 0x7f)) != 0
+    }
+}
+
+/// A leg handed to the data plane: its bound sockets and what SDP said about its peer.
+#[derive(Debug)]
+pub struct LegSetup {
+    pub rtp: UdpSocket,
+    /// `None` when RTCP is multiplexed on the RTP port.
+    pub rtcp: Option<UdpSocket>,
+    /// The peer's RTP address from SDP, until a packet latches the real one.
+    pub remote: Option<SocketAddr>,
+    pub payload_types: PayloadTypes,
+}
+
+/// A change to a leg from new SDP.
+#[derive(Debug)]
+pub struct LegChange {
+    /// A new address reopens the latch (the peer moved); the same address keeps it.
+    pub remote: Option<SocketAddr>,
+    pub rtcp: RtcpSocket,
+    pub payload_types: PayloadTypes,
+}
+
+/// What becomes of a leg's dedicated RTCP socket.
+#[derive(Debug)]
+pub enum RtcpSocket {
+    Keep,
+    /// rtcp-mux was dropped: RTCP gets its own port.
+    Open(UdpSocket),
+    /// rtcp-mux was negotiated: RTCP moves onto the RTP port.
+    Close,
+}
+
+/// A session ended by the data plane, with its last figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ended {
+    pub key: SessionKey,
+    pub legs: [LegStats; 2],
+}
+
+/// Errors of the data plane's control interface.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("relay worker {0} has stopped")]
+    Stopped(usize),
+    #[error("cannot watch the sockets of session {key}: {source}")]
+    Watch { key: SessionKey, source: io::Error },
+}
+
+/// Settings of every worker.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerSettings {
+    /// Silence after which a new SSRC from a new source may take a latch.
+    pub relatch_silence: Duration,
+    /// How long a worker polls for packets after the last one before it sleeps; zero sleeps at
+    /// once.
+    pub busy_poll: Duration,
+}
+
+enum Command {
+    Add {
+        key: SessionKey,
+        legs: Box<[LegSetup; 2]>,
+        reply: oneshot::Sender<io::Result<()>>,
+    },
+    Update {
+        key: SessionKey,
+        leg: usize,
+        change: LegChange,
+        reply: oneshot::Sender<io::Result<bool>>,
+    },
+    Remove {
+        key: SessionKey,
+        reply: oneshot::Sender<Option<[LegStats; 2]>>,
+    },
+    Stats {
+        key: SessionKey,
+        reply: oneshot::Sender<Option<[LegStats; 2]>>,
+    },
+    Reap {
+        idle: Duration,
+        reply: oneshot::Sender<Vec<Ended>>,
+    },
+}
+
+struct WorkerHandle {
+    commands: mpsc::Sender<Command>,
+    wake: Arc<EventFd>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// The running data plane: one thread per worker.
+pub struct Relay {
+    workers: Vec<WorkerHandle>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Relay {
+    /// Starts `workers` threads (named `relay-N`).
+    pub fn start(
+        workers: usize,
+        settings: WorkerSettings,
+        counters: RelayCounters,
+    ) -> io::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut handles = Vec::with_capacity(workers);
+        for index in 0..workers.max(1) {
+            let (commands, inbox) = mpsc::channel(COMMAND_QUEUE);
+            let wake = Arc::new(EventFd::new()?);
+            let worker = Worker::new(
+                inbox,
+                wake.clone(),
+                stop.clone(),
+                settings,
+                counters.clone(),
+            )?;
+            let thread = std::thread::Builder::new()
+                .name(format!("relay-{index}"))
+                .spawn(move || worker.run())?;
+            handles.push(WorkerHandle {
+                commands,
+                wake,
+                thread: Some(thread),
+            });
+        }
+        Ok(Self {
+            workers: handles,
+            stop,
+        })
+    }
+
+    /// How many workers run.
+    pub fn workers(&self) -> usize {
+        self.workers.len()
+    }
+
+    async fn ask<T>(
+        &self,
+        worker: usize,
+        command: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, RelayError> {
+        let handle = &self.workers[worker];
+        let (reply, answer) = oneshot::channel();
+        handle
+            .commands
+            .send(command(reply))
+            .await
+            .map_err(|_| RelayError::Stopped(worker))?;
+        handle.wake.notify();
+        answer.await.map_err(|_| RelayError::Stopped(worker))
+    }
+
+    /// Hands a session's legs (A, B) to `worker`, which starts relaying them.
+    pub async fn add(
+        &self,
+        worker: usize,
+        key: SessionKey,
+        legs: [LegSetup; 2],
+    ) -> Result<(), RelayError> {
+        let legs = Box::new(legs);
+        self.ask(worker, |reply| Command::Add { key, legs, reply })
+            .await?
+            .map_err(|source| RelayError::Watch { key, source })
+    }
+
+    /// Applies new SDP to leg `leg` (0: A, 1: B); false when the session is unknown.
+    pub async fn update(
+        &self,
+        worker: usize,
+        key: SessionKey,
+        leg: usize,
+        change: LegChange,
+    ) -> Result<bool, RelayError> {
+        self.ask(worker, |reply| Command::Update {
+            key,
+            leg,
+            change,
+            reply,
+        })
+        .await?
+        .map_err(|source| RelayError::Watch { key, source })
+    }
+
+    /// Ends a session, closing its sockets; its last figures, if it was there.
+    pub async fn remove(
+        &self,
+        worker: usize,
+        key: SessionKey,
+    ) -> Result<Option<[LegStats; 2]>, RelayError> {
+        self.ask(worker, |reply| Command::Remove { key, reply })
+            .await
+    }
+
+    /// A session's figures now.
+    pub async fn stats(
+        &self,
+        worker: usize,
+        key: SessionKey,
+    ) -> Result<Option<[LegStats; 2]>, RelayError> {
+        self.ask(worker, |reply| Command::Stats { key, reply })
+            .await
+    }
+
+    /// Ends, on every worker, the sessions without an accepted packet for `idle`.
+    pub async fn reap(&self, idle: Duration) -> Result<Vec<Ended>, RelayError> {
+        let mut ended = Vec::new();
+        for worker in 0..self.workers.len() {
+            ended.extend(
+                self.ask(worker, |reply| Command::Reap { idle, reply })
+                    .await?,
+            );
+        }
+        Ok(ended)
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for handle in &self.workers {
+            handle.wake.notify();
+        }
+        for handle in &mut self.workers {
+            if let Some(thread) = handle.thread.take() {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_types_allow_only_what_sdp_offered() {
+        let offered = PayloadTypes::only([0, 8, 101]);
+        assert!(offered.allows(8) && offered.allows(101));
+        assert!(!offered.allows(9));
+    }
+
+    #[test]
+    fn no_payload_types_allow_any() {
+        assert!(PayloadTypes::default().allows(96));
+    }
+}

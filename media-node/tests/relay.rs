@@ -1,0 +1,211 @@
+//! The data plane over real UDP on 127.0.0.1: relaying, latching, counters, idle timeout.
+
+mod support;
+
+use std::time::Duration;
+
+use centrex_proto::media as pb;
+use support::*;
+use tokio::time::timeout;
+
+#[tokio::test]
+async fn a_session_relays_rtp_both_ways_from_its_own_ports() {
+    let node = TestNode::memory(config((21000, 21019))).await;
+    let (alice, bob) = (Peer::bind(0xa11ce).await, Peer::bind(0xb0b).await);
+    let session = node
+        .create("s1", Some(alice.addr()), Some(bob.addr()))
+        .await
+        .unwrap();
+    let (port_a, port_b) = (local_rtp(&session, 0), local_rtp(&session, 1));
+
+    alice.send_rtp(port_a, 1).await;
+    assert_eq!(bob.receive().await, (rtp(1, alice.ssrc), port_b));
+    bob.send_rtp(port_b, 9).await;
+    assert_eq!(alice.receive().await, (rtp(9, bob.ssrc), port_a));
+}
+
+#[tokio::test]
+async fn counters_show_packets_bytes_and_sequence_gaps() {
+    let node = TestNode::memory(config((21020, 21039))).await;
+    let (alice, bob) = (Peer::bind(1).await, Peer::bind(2).await);
+    let session = node
+        .create("s1", Some(alice.addr()), Some(bob.addr()))
+        .await
+        .unwrap();
+    for seq in [1, 2, 5] {
+        alice.send_rtp(local_rtp(&session, 0), seq).await;
+        bob.receive().await;
+    }
+    let expected = |s: &pb::Session| {
+        let (a, b) = (counters(s, 0), counters(s, 1));
+        (
+            a.packets_in,
+            a.bytes_in,
+            a.packets_lost,
+            b.packets_out,
+            b.bytes_out,
+        )
+    };
+    let node = &node;
+    let figures = eventually("the counters", || async move {
+        let figures = expected(&node.get("s1").await.unwrap());
+        (figures.3 == 3).then_some(figures)
+    })
+    .await;
+    assert_eq!(figures, (3, 3 * 172, 2, 3, 3 * 172));
+}
+
+#[tokio::test]
+async fn rtcp_is_relayed_between_the_rtcp_ports_without_mux() {
+    let mut node = TestNode::memory(config((21040, 21059))).await;
+    let (alice, bob) = (Peer::bind(1).await, Peer::bind(2).await);
+    let request = create_request(
+        "s1",
+        [
+            leg("a", Some(alice.addr()), false),
+            leg("b", Some(bob.addr()), false),
+        ],
+    );
+    let session = node
+        .client
+        .create_session(request)
+        .await
+        .unwrap()
+        .into_inner();
+    let (rtcp_a, rtcp_b) = (local_rtcp(&session, 0), local_rtcp(&session, 1));
+    assert_eq!(rtcp_a.port(), local_rtp(&session, 0).port() + 1);
+
+    // Bob's RTCP comes from a port SDP did not announce: it latches leg B's RTCP there.
+    bob.send_rtcp(rtcp_b).await;
+    alice.send_rtcp(rtcp_a).await;
+    let (report, from) = bob.receive().await;
+    assert_eq!((report[1], from), (201, rtcp_b));
+}
+
+#[tokio::test]
+async fn a_peer_behind_nat_gets_media_at_its_real_source() {
+    let node = TestNode::memory(config((21060, 21079))).await;
+    let (alice, bob) = (Peer::bind(1).await, Peer::bind(2).await);
+    // SDP announced a private address that is not where Alice's packets come from.
+    let announced = "127.0.0.1:9".parse().unwrap();
+    let session = node
+        .create("s1", Some(announced), Some(bob.addr()))
+        .await
+        .unwrap();
+    alice.send_rtp(local_rtp(&session, 0), 1).await;
+    bob.receive().await;
+
+    bob.send_rtp(local_rtp(&session, 1), 1).await;
+    assert_eq!(alice.receive().await.0, rtp(1, bob.ssrc));
+}
+
+#[tokio::test]
+async fn a_hijacker_cannot_take_over_a_latched_leg() {
+    let node = TestNode::memory(config((21080, 21099))).await;
+    let (alice, bob, mallory) = (
+        Peer::bind(1).await,
+        Peer::bind(2).await,
+        Peer::bind(666).await,
+    );
+    let session = node
+        .create("s1", Some(alice.addr()), Some(bob.addr()))
+        .await
+        .unwrap();
+    let port_a = local_rtp(&session, 0);
+    alice.send_rtp(port_a, 1).await;
+    bob.receive().await;
+
+    mallory.send_rtp(port_a, 100).await;
+    alice.send_rtp(port_a, 2).await;
+    // Both reached the same socket in this order: had Mallory's been relayed, it would be first.
+    assert_eq!(seq_of(&bob.receive().await.0), 2);
+    let node = &node;
+    let dropped = eventually("the hijack attempt to be counted", || async move {
+        let dropped = counters(&node.get("s1").await.unwrap(), 0).packets_dropped;
+        (dropped > 0).then_some(dropped)
+    })
+    .await;
+    assert_eq!(dropped, 1);
+}
+
+#[tokio::test]
+async fn a_new_stream_from_a_new_source_takes_over_after_silence() {
+    let mut config = config((21100, 21119));
+    config.relatch_silence = Duration::from_millis(200);
+    let node = TestNode::memory(config).await;
+    let (old_phone, new_phone, bob) = (
+        Peer::bind(1).await,
+        Peer::bind(2).await,
+        Peer::bind(3).await,
+    );
+    let session = node.create("s1", None, Some(bob.addr())).await.unwrap();
+    let port_a = local_rtp(&session, 0);
+    old_phone.send_rtp(port_a, 1).await;
+    bob.receive().await;
+
+    // The phone roamed: the same call continues from a new address with a new SSRC.
+    let mut seq = 0;
+    eventually("the new stream to be relayed", || {
+        seq += 1;
+        let (new_phone, bob) = (&new_phone, &bob);
+        async move {
+            new_phone.send_rtp(port_a, seq).await;
+            let mut buf = [0; 2048];
+            let received = timeout(Duration::from_millis(50), bob.socket.recv(&mut buf)).await;
+            received.ok().map(|_| ())
+        }
+    })
+    .await;
+    bob.send_rtp(local_rtp(&session, 1), 1).await;
+    assert_eq!(new_phone.receive().await.0, rtp(1, bob.ssrc));
+}
+
+#[tokio::test]
+async fn rtp_of_a_payload_type_sdp_did_not_offer_is_dropped() {
+    let mut node = TestNode::memory(config((21120, 21139))).await;
+    let (alice, bob) = (Peer::bind(1).await, Peer::bind(2).await);
+    let session = node
+        .create("s1", Some(alice.addr()), Some(bob.addr()))
+        .await
+        .unwrap();
+    let pcmu = pb::PayloadType {
+        id: 0,
+        encoding: "PCMU".into(),
+        clock_rate: 8000,
+    };
+    let update = pb::UpdateLegRequest {
+        session_id: "s1".into(),
+        leg_id: "a".into(),
+        remote: Some(endpoint(alice.addr())),
+        rtcp_mux: true,
+        payload_types: vec![pcmu],
+    };
+    node.client.update_leg(update).await.unwrap();
+
+    let mut g729 = rtp(1, alice.ssrc);
+    g729[1] = 18;
+    alice
+        .socket
+        .send_to(&g729, local_rtp(&session, 0))
+        .await
+        .unwrap();
+    alice.send_rtp(local_rtp(&session, 0), 2).await;
+    assert_eq!(seq_of(&bob.receive().await.0), 2);
+}
+
+#[tokio::test]
+async fn an_idle_session_ends_and_frees_its_ports() {
+    let mut config = config((21140, 21143));
+    config.idle_timeout = Duration::from_millis(300);
+    let node = TestNode::memory(config).await;
+    node.create("s1", None, None).await.unwrap();
+
+    let node = &node;
+    let status = eventually("the idle session to end", || async move {
+        node.get("s1").await.err()
+    })
+    .await;
+    assert_eq!(status.code(), tonic::Code::NotFound);
+    // The range holds one session's ports: a new session gets them back.
+    node.create("s2", None, None).await.unwrap();
+}
