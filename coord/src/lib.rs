@@ -6,6 +6,7 @@
 //!   consumes.
 
 pub mod keys;
+pub mod media;
 pub mod snapshot;
 pub mod store;
 #[cfg(feature = "testing")]

@@ -1,42 +1,10 @@
 //! The media node's configuration, parsed once at start-up. Every default is documented here.
 
-use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::str::FromStr;
+
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
-/// An inclusive UDP port range, written `min-max`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PortRange {
-    pub min: u16,
-    pub max: u16,
-}
-
-impl fmt::Display for PortRange {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}", self.min, self.max)
-    }
-}
-
-impl FromStr for PortRange {
-    type Err = ConfigError;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let invalid = || ConfigError::PortRange(text.to_string());
-        let (min, max) = text.split_once('-').ok_or_else(invalid)?;
-        let range = PortRange {
-            min: min.trim().parse().map_err(|_| invalid())?,
-            max: max.trim().parse().map_err(|_| invalid())?,
-        };
-        // One RTP/RTCP pair at least.
-        if range.min == 0 || range.max <= range.min {
-            return Err(invalid());
-        }
-        Ok(range)
-    }
-}
+pub use centrex_coord::media::PortRange;
 
 /// How a media node runs.
 #[derive(Debug, Clone)]
@@ -158,8 +126,6 @@ impl Config {
 /// A configuration that cannot run.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("--rtp-ports {0:?}: expected MIN-MAX with 0 < MIN < MAX ≤ 65535, e.g. 20000-29999")]
-    PortRange(String),
     #[error("--{field}: {reason}")]
     Invalid { field: &'static str, reason: String },
 }
@@ -167,24 +133,6 @@ pub enum ConfigError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_port_range_parses_from_min_dash_max() {
-        assert_eq!(
-            "20000-29999".parse::<PortRange>().unwrap(),
-            PortRange {
-                min: 20000,
-                max: 29999
-            }
-        );
-    }
-
-    #[test]
-    fn a_reversed_or_malformed_range_is_refused() {
-        for text in ["30000-20000", "20000", "a-b", "0-10", "20000-70000"] {
-            assert!(text.parse::<PortRange>().is_err(), "{text}");
-        }
-    }
 
     #[test]
     fn the_defaults_are_valid() {

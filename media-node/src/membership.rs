@@ -3,35 +3,14 @@
 //! drain the pool. Refreshed every few seconds; granted anew when the lease was lost (the store
 //! was down longer than the TTL); revoked when the node stops, so it disappears at once.
 
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use centrex_coord::{LeaseId, Store, StoreError};
-use serde::{Deserialize, Serialize};
+
 use tokio::sync::watch;
 
-use crate::config::PortRange;
-
-/// A media node's entry in the coordination store (JSON), at
-/// `keys::media_node(namespace, pool, node_id)`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct MediaNodeRegistration {
-    pub node_id: String,
-    /// Where peers send media (the address written into SDP).
-    pub address: IpAddr,
-    /// Where signalling reaches MediaControl.
-    pub grpc_address: SocketAddr,
-    pub rtp_ports: PortRange,
-    /// Sessions the node accepts at most.
-    pub capacity: u32,
-    pub active_sessions: u32,
-    /// Packets relayed per second, over the last second.
-    pub packets_per_second: f64,
-    /// A draining node takes no new sessions.
-    pub draining: bool,
-}
+pub use centrex_coord::media::MediaNodeRegistration;
 
 /// Longest wait for the lease revocation when stopping.
 const REVOKE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -125,6 +104,7 @@ async fn publish(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::PortRange;
 
     #[test]
     fn the_registration_is_camel_case_json() {

@@ -2,7 +2,9 @@
 
 pub mod auth;
 pub mod directory;
+pub mod media;
 pub mod registrar;
+pub mod sdp;
 pub mod server;
 pub mod sip;
 pub mod transaction;

@@ -1,0 +1,269 @@
+//! Anchoring a call's audio on a media node: pick the least-loaded node of the tenant's pool from
+//! the store, allocate a two-leg relay session over gRPC (with a deadline, trying the next node
+//! when one is full or draining), point legs at the parties, release the session.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use centrex_coord::media::{MediaNodeRegistration, least_loaded};
+use centrex_coord::{Store, StoreError, keys};
+use centrex_proto::media::media_control_client::MediaControlClient;
+use centrex_proto::media::{
+    CreateSessionRequest, DeleteSessionRequest, Endpoint, LegSpec, PayloadType, UpdateLegRequest,
+};
+use tonic::transport::Channel;
+use tonic::{Code, Request};
+
+/// Every MediaControl call gets this deadline.
+pub const DEADLINE: Duration = Duration::from_secs(2);
+/// Nodes tried for one allocation before giving up.
+const ATTEMPTS: usize = 3;
+
+/// Where one leg of an anchored call receives: what goes into that party's SDP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LegAddress {
+    pub address: IpAddr,
+    pub port: u16,
+}
+
+/// A relay session on one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Anchor {
+    pub session_id: String,
+    pub node: SocketAddr,
+    /// The caller's side: the caller sends here.
+    pub a: LegAddress,
+    /// The callee's side: the callee sends here.
+    pub b: LegAddress,
+}
+
+/// Why media could not be anchored.
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    #[error("no media node of pool {pool} can take a session")]
+    NoNode { pool: String },
+    #[error("coordination store: {0}")]
+    Store(#[from] StoreError),
+    #[error("media node {node}: {status}")]
+    Node {
+        node: SocketAddr,
+        status: tonic::Status,
+    },
+    #[error("media node {node} answered without {what}")]
+    Incomplete {
+        node: SocketAddr,
+        what: &'static str,
+    },
+}
+
+/// The media nodes of one pool, and gRPC channels to them.
+#[derive(Clone)]
+pub struct MediaPool {
+    store: Arc<dyn Store>,
+    namespace: String,
+    pool: String,
+    channels: Arc<Mutex<HashMap<SocketAddr, Channel>>>,
+}
+
+impl MediaPool {
+    /// The pool `namespace/pool` as registered in `store`.
+    pub fn new(store: Arc<dyn Store>, namespace: &str, pool: &str) -> Self {
+        Self {
+            store,
+            namespace: namespace.into(),
+            pool: pool.into(),
+            channels: Arc::default(),
+        }
+    }
+
+    /// The nodes registered now.
+    pub async fn nodes(&self) -> Result<Vec<MediaNodeRegistration>, StoreError> {
+        let (items, _) = self
+            .store
+            .list(&keys::media_nodes(&self.namespace, &self.pool))
+            .await?;
+        Ok(items
+            .iter()
+            .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
+            .collect())
+    }
+
+    /// Allocates session `session_id` (idempotent: a retry returns the same session) on the
+    /// least-loaded node, trying others when a node is full, draining or unreachable.
+    pub async fn anchor(
+        &self,
+        session_id: &str,
+        call_id: &str,
+        tenant: &str,
+    ) -> Result<Anchor, MediaError> {
+        let mut nodes = self.nodes().await?;
+        let mut last = None;
+        for _ in 0..ATTEMPTS {
+            let Some(node) = least_loaded(&nodes).cloned() else {
+                break;
+            };
+            nodes.retain(|n| n.node_id != node.node_id);
+            match self.create(&node, session_id, call_id, tenant).await {
+                Ok(anchor) => return Ok(anchor),
+                Err(MediaError::Node { status, node })
+                    if matches!(
+                        status.code(),
+                        Code::ResourceExhausted
+                            | Code::FailedPrecondition
+                            | Code::Unavailable
+                            | Code::DeadlineExceeded
+                    ) =>
+                {
+                    tracing::warn!(%node, %status, "media node refused a session; trying another");
+                    last = Some(MediaError::Node { status, node });
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        Err(last.unwrap_or(MediaError::NoNode {
+            pool: self.pool.clone(),
+        }))
+    }
+
+    /// Points `leg` ("a" or "b") of the session at the party's `remote` address from its SDP.
+    pub async fn point(
+        &self,
+        anchor: &Anchor,
+        leg: &str,
+        remote: SocketAddr,
+        rtcp_mux: bool,
+        payload_types: &[(u8, String, u32)],
+    ) -> Result<(), MediaError> {
+        let request = UpdateLegRequest {
+            session_id: anchor.session_id.clone(),
+            leg_id: leg.into(),
+            remote: Some(Endpoint {
+                address: remote.ip().to_string(),
+                port: remote.port().into(),
+            }),
+            rtcp_mux,
+            payload_types: payload_types
+                .iter()
+                .map(|(id, encoding, clock_rate)| PayloadType {
+                    id: (*id).into(),
+                    encoding: encoding.clone(),
+                    clock_rate: *clock_rate,
+                })
+                .collect(),
+        };
+        let mut client = self.client(anchor.node)?;
+        client
+            .update_leg(with_deadline(request))
+            .await
+            .map_err(|status| MediaError::Node {
+                node: anchor.node,
+                status,
+            })?;
+        Ok(())
+    }
+
+    /// Ends the session; an unknown session is not an error (it may have timed out already).
+    pub async fn release(&self, anchor: &Anchor) -> Result<(), MediaError> {
+        let mut client = self.client(anchor.node)?;
+        let request = DeleteSessionRequest {
+            session_id: anchor.session_id.clone(),
+        };
+        client
+            .delete_session(with_deadline(request))
+            .await
+            .map_err(|status| MediaError::Node {
+                node: anchor.node,
+                status,
+            })?;
+        Ok(())
+    }
+
+    async fn create(
+        &self,
+        node: &MediaNodeRegistration,
+        session_id: &str,
+        call_id: &str,
+        tenant: &str,
+    ) -> Result<Anchor, MediaError> {
+        let address = node.grpc_address;
+        let leg = |id: &str| LegSpec {
+            leg_id: id.into(),
+            rtcp_mux: false,
+            remote: None,
+        };
+        let request = CreateSessionRequest {
+            session_id: session_id.into(),
+            call_id: call_id.into(),
+            tenant: tenant.into(),
+            legs: vec![leg("a"), leg("b")],
+        };
+        let mut client = self.client(address)?;
+        let session = client
+            .create_session(with_deadline(request))
+            .await
+            .map_err(|status| MediaError::Node {
+                node: address,
+                status,
+            })?
+            .into_inner();
+        let local = |id: &str| -> Result<LegAddress, MediaError> {
+            let leg =
+                session
+                    .legs
+                    .iter()
+                    .find(|l| l.leg_id == id)
+                    .ok_or(MediaError::Incomplete {
+                        node: address,
+                        what: "both legs",
+                    })?;
+            let rtp = leg.local_rtp.as_ref().ok_or(MediaError::Incomplete {
+                node: address,
+                what: "a local RTP address",
+            })?;
+            Ok(LegAddress {
+                address: rtp.address.parse().map_err(|_| MediaError::Incomplete {
+                    node: address,
+                    what: "a valid address",
+                })?,
+                port: u16::try_from(rtp.port).map_err(|_| MediaError::Incomplete {
+                    node: address,
+                    what: "a valid port",
+                })?,
+            })
+        };
+        Ok(Anchor {
+            session_id: session_id.into(),
+            node: address,
+            a: local("a")?,
+            b: local("b")?,
+        })
+    }
+
+    fn client(&self, node: SocketAddr) -> Result<MediaControlClient<Channel>, MediaError> {
+        let mut channels = self.channels.lock().expect("channels lock");
+        if !channels.contains_key(&node) {
+            let endpoint = Channel::from_shared(format!("http://{node}"))
+                .map_err(|_| MediaError::Incomplete {
+                    node,
+                    what: "a valid gRPC address",
+                })?
+                .connect_timeout(DEADLINE)
+                .timeout(DEADLINE);
+            // Channels to nodes that left the pool are dropped with the map when it grows past
+            // the pool's plausible size, so a churning pool cannot grow it without bound.
+            if channels.len() >= 1024 {
+                channels.clear();
+            }
+            channels.insert(node, endpoint.connect_lazy());
+        }
+        Ok(MediaControlClient::new(channels[&node].clone()))
+    }
+}
+
+fn with_deadline<T>(message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request.set_timeout(DEADLINE);
+    request
+}
