@@ -83,6 +83,9 @@ struct SignallingArgs {
     /// Digest algorithms offered, most preferred first (RFC 8760: SHA-256, then MD5).
     #[arg(long, value_delimiter = ',', default_value = "SHA-256,MD5")]
     digest_algorithms: Vec<String>,
+    /// Address written into Via and Contact (the pod's IP).
+    #[arg(long, env = "POD_IP")]
+    advertise: Option<std::net::IpAddr>,
     /// Logs as JSON lines (the default in a cluster).
     #[arg(long, env = "CENTREX_LOG_JSON", default_value_t = true, action = clap::ArgAction::Set)]
     log_json: bool,
@@ -195,7 +198,7 @@ async fn signalling(args: SignallingArgs) -> anyhow::Result<()> {
     );
     let udp = SocketAddr::from(([0, 0, 0, 0], args.udp_port));
     let tcp = SocketAddr::from(([0, 0, 0, 0], args.tcp_port));
-    serve_sip(store, udp, tcp, auth).await
+    serve_sip(store, udp, tcp, auth, args.advertise).await
 }
 
 /// Serves SIP over UDP on `addr` and TCP on `tcp` for the tenants in `store` until SIGTERM or Ctrl-C.
@@ -204,6 +207,7 @@ async fn serve_sip(
     addr: SocketAddr,
     tcp: SocketAddr,
     auth: Authenticator,
+    advertise: Option<std::net::IpAddr>,
 ) -> anyhow::Result<()> {
     let directory = Directory::default();
     tokio::spawn({
@@ -218,7 +222,11 @@ async fn serve_sip(
         .await
         .with_context(|| format!("binding SIP on {tcp}/tcp"))?;
     tracing::info!(%tcp, "SIP over TCP");
-    let server = Arc::new(Server::new(store, directory, auth));
+    let mut server = Server::new(store, directory, auth);
+    if let Some(address) = advertise {
+        server = server.with_advertise(address);
+    }
+    let server = Arc::new(server);
     tokio::spawn(
         server
             .clone()
@@ -262,7 +270,7 @@ async fn up(path: PathBuf, sip: SocketAddr, digest_algorithms: Vec<String>) -> a
     let store: Arc<dyn Store> = Arc::new(store);
     tokio::spawn(local_media_node(store.clone(), sip.ip()));
     tracing::info!(%sip, "local mode: register a softphone as <extension>@<domain> at this address; Ctrl-C stops it");
-    serve_sip(store, sip, sip, auth).await
+    serve_sip(store, sip, sip, auth, None).await
 }
 
 /// Local mode's media node: relays on the SIP address, registered in the in-memory store.

@@ -201,11 +201,11 @@ async fn an_idle_session_ends_and_frees_its_ports() {
     node.create("s1", None, None).await.unwrap();
 
     let node = &node;
-    let status = eventually("the idle session to end", || async move {
-        node.get("s1").await.err()
+    // Only NotFound counts: under load a lookup may fail transiently before the session ends.
+    eventually("the idle session to end", || async move {
+        node.get("s1").await.err().filter(|status| status.code() == tonic::Code::NotFound)
     })
     .await;
-    assert_eq!(status.code(), tonic::Code::NotFound);
     // The range holds one session's ports: a new session gets them back.
     node.create("s2", None, None).await.unwrap();
 }

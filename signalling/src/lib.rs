@@ -1,6 +1,7 @@
 //! The SIP side (issue #4): parser, transports, transactions, registrar, B2BUA.
 
 pub mod auth;
+pub mod b2bua;
 pub mod directory;
 pub mod media;
 pub mod registrar;

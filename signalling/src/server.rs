@@ -10,6 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
 use crate::auth::authenticator::Authenticator;
+use crate::b2bua::B2bua;
 use crate::directory::Directory;
 use crate::registrar::Registrar;
 use crate::registrar::plan::ExpiryPolicy;
@@ -25,11 +26,14 @@ const TRANSACTIONS: usize = 200_000;
 /// so a flood cannot grow memory without bound.
 const IN_FLIGHT: usize = 10_000;
 /// Methods this server answers (advertised in `Allow`).
-const ALLOW: &str = "REGISTER, OPTIONS";
+const ALLOW: &str = "REGISTER, OPTIONS, INVITE, ACK, BYE, CANCEL";
 
 /// One signalling instance's request handling.
 pub struct Server {
     registrar: Registrar,
+    b2bua: Arc<B2bua>,
+    /// Address written into Via and Contact when the socket is bound to a wildcard address.
+    advertise: Option<std::net::IpAddr>,
     transactions: Mutex<ServerTransactions>,
     limits: Limits,
 }
@@ -37,12 +41,28 @@ pub struct Server {
 impl Server {
     /// A server for the tenants in `store`, following them through `directory`.
     pub fn new(store: Arc<dyn Store>, directory: Directory, auth: Authenticator) -> Self {
-        let registrar = Registrar::new(store, directory, Arc::new(auth), ExpiryPolicy::default());
+        let auth = Arc::new(auth);
+        let b2bua = Arc::new(B2bua::new(store.clone(), directory.clone(), auth.clone()));
+        let registrar = Registrar::new(store, directory, auth, ExpiryPolicy::default());
         Self {
             registrar,
+            b2bua,
+            advertise: None,
             transactions: Mutex::new(ServerTransactions::new(TRANSACTIONS, TIMER_J_UDP)),
             limits: Limits::default(),
         }
+    }
+
+    /// Writes `address` into Via and Contact when the UDP socket is bound to a wildcard address
+    /// (a pod's own IP).
+    pub fn with_advertise(mut self, address: std::net::IpAddr) -> Self {
+        self.advertise = Some(address);
+        self
+    }
+
+    /// Calls in progress.
+    pub fn active_calls(&self) -> usize {
+        self.b2bua.active_calls()
     }
 
     /// Handles one datagram from `source`; returns what to send back to it, if anything.
@@ -57,11 +77,29 @@ impl Server {
             Err(error) => return self.reject(&datagram, &error, source),
         };
         // Responses would belong to client transactions, which this server does not start yet.
-        let Message::Request(request) = message else {
-            return None;
+        let request = match message {
+            Message::Request(request) => request,
+            Message::Response(response) => {
+                // Responses belong to the B2BUA's client transactions.
+                self.b2bua.response(response).await;
+                return None;
+            }
         };
         if let Err(error) = request.validate(&self.limits) {
             return self.reject(&datagram, &error, source);
+        }
+        let in_dialog = request
+            .headers()
+            .to()
+            .ok()
+            .and_then(|to| to.tag().map(|_| ()))
+            .is_some();
+        if request.method() == &Method::Invite && !in_dialog && link == Link::Udp {
+            // INVITE server transactions live in their call (provisional and final answers).
+            return self.b2bua.invite(request, source).await;
+        }
+        if let Some(answer) = self.b2bua.in_call(&request, source).await {
+            return answer;
         }
         if request.method() == &Method::Ack {
             return None;
@@ -102,6 +140,13 @@ impl Server {
                 .header(HeaderName::Allow, ALLOW)
                 .build()
                 .ok(),
+            // Requests of dialogs and transactions we do not know (RFC 3261 §12.2.2, §9.2).
+            Method::Bye | Method::Cancel => ResponseBuilder::for_request(
+                request,
+                StatusCode::CALL_OR_TRANSACTION_DOES_NOT_EXIST,
+            )
+            .build()
+            .ok(),
             _ => ResponseBuilder::for_request(request, StatusCode::METHOD_NOT_ALLOWED)
                 .header(HeaderName::Allow, ALLOW)
                 .build()
@@ -135,6 +180,15 @@ impl Server {
         shutdown: impl std::future::Future<Output = ()>,
     ) {
         let socket = Arc::new(socket);
+        if let Ok(local) = socket.local_addr() {
+            let ip = if local.ip().is_unspecified() {
+                self.advertise.unwrap_or(local.ip())
+            } else {
+                local.ip()
+            };
+            self.b2bua
+                .attach(socket.clone(), SocketAddr::new(ip, local.port()));
+        }
         let in_flight = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
         let mut buffer = vec![0u8; 65_536];
         tokio::pin!(shutdown);

@@ -61,6 +61,8 @@ pub fn tenant() -> TenantSnapshot {
 /// A signalling server on 127.0.0.1 serving [`tenant`].
 pub struct Platform {
     pub store: MemoryStore,
+    /// MediaControl of the platform's one media node.
+    pub media_grpc: SocketAddr,
     /// SIP over UDP.
     pub sip: SocketAddr,
     /// SIP over TCP.
@@ -97,6 +99,7 @@ impl Platform {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        let media_grpc = media_node(&shared).await;
         let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let sip = socket.local_addr().unwrap();
         // sipp 3.6 answers only the first challenge and knows only MD5.
@@ -106,8 +109,76 @@ impl Platform {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let tcp = listener.local_addr().unwrap();
         tokio::spawn(server.serve_tcp(listener, limits, std::future::pending()));
-        Self { store, sip, tcp }
+        Self {
+            store,
+            media_grpc,
+            sip,
+            tcp,
+        }
     }
+}
+
+/// Starts a media node of pool `default/default` on 127.0.0.1; returns its gRPC address.
+async fn media_node(store: &Arc<dyn Store>) -> SocketAddr {
+    let mut config =
+        centrex_media_node::Config::new("media-0", "default", "127.0.0.1".parse().unwrap());
+    config.namespace = "default".into();
+    config.bind = "127.0.0.1".parse().unwrap();
+    config.grpc_addr = "127.0.0.1:0".parse().unwrap();
+    config.http_addr = "127.0.0.1:0".parse().unwrap();
+    config.rtp_ports = "31000-31999".parse().unwrap();
+    let node = centrex_media_node::MediaNode::start(config, store.clone())
+        .await
+        .unwrap();
+    let grpc = node.grpc_addr();
+    tokio::spawn(node.run(std::future::pending()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while store
+        .list(&keys::media_nodes("default", "default"))
+        .await
+        .unwrap()
+        .0
+        .is_empty()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the media node never registered"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    grpc
+}
+
+/// Runs sipp bound to 127.0.0.1:`port` with `args`; blocking (use `spawn_blocking`).
+pub fn sipp_at(target: SocketAddr, port: u16, dir: &Path, args: &[&str]) -> Output {
+    let output = Command::new("sipp")
+        .arg(target.to_string())
+        .args([
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-m",
+            "1",
+            "-t",
+            "u1",
+            "-nostdin",
+            "-buff_size",
+            "4194304",
+        ])
+        .args(["-timeout", "20s", "-timeout_error"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("sipp is installed (apt-get install sip-tester)");
+    if !output.status.success() {
+        eprintln!(
+            "sipp {args:?} failed:\n{}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    output
 }
 
 /// A free UDP port on 127.0.0.1.

@@ -1,0 +1,223 @@
+//! The back-to-back user agent: a call between two users of one tenant becomes two dialogs — the
+//! caller's with us (leg A) and ours with the callee (leg B) — with the audio anchored on a media
+//! node, so neither party learns the other's address.
+//!
+//! Scope so far: UDP, a callee's most recent binding, INVITE / 1xx / 2xx / ACK / BYE / CANCEL and
+//! failures relayed; dialog state in memory (the store holds it from issue #6 on).
+
+mod call;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use centrex_coord::Store;
+use tokio::net::UdpSocket;
+
+use crate::auth::authenticator::{AuthOutcome, Authenticator};
+use crate::directory::Directory;
+use crate::media::MediaPool;
+use crate::registrar::bindings;
+use crate::sip::{HeaderName, Request, Response, ResponseBuilder, StatusCode, Uri};
+use call::Call;
+
+/// Calls one instance holds at most; more are refused with 503.
+const MAX_CALLS: usize = 50_000;
+
+/// The B2BUA of one signalling instance.
+pub struct B2bua {
+    store: Arc<dyn Store>,
+    directory: Directory,
+    auth: Arc<Authenticator>,
+    socket: OnceLock<Arc<UdpSocket>>,
+    advertise: OnceLock<SocketAddr>,
+    /// Calls by the Call-ID of either leg.
+    calls: Mutex<HashMap<String, Arc<Call>>>,
+}
+
+impl B2bua {
+    /// A B2BUA for the tenants of `directory`.
+    pub fn new(store: Arc<dyn Store>, directory: Directory, auth: Arc<Authenticator>) -> Self {
+        Self {
+            store,
+            directory,
+            auth,
+            socket: OnceLock::new(),
+            advertise: OnceLock::new(),
+            calls: Mutex::default(),
+        }
+    }
+
+    /// Sets the socket calls are sent from and the address written into Via and Contact.
+    pub fn attach(&self, socket: Arc<UdpSocket>, advertise: SocketAddr) {
+        let _ = self.socket.set(socket);
+        let _ = self.advertise.set(advertise);
+    }
+
+    /// A new INVITE (no To tag) from `source`; returns the immediate answer.
+    pub async fn invite(self: &Arc<Self>, request: Request, source: SocketAddr) -> Option<Bytes> {
+        let call_id = request.headers().call_id().ok()?.to_string();
+        if let Some(call) = self.find(&call_id) {
+            // A retransmission: the latest answer again.
+            return call.last_answer_to_caller();
+        }
+        let (Some(socket), Some(&advertise)) = (self.socket.get(), self.advertise.get()) else {
+            return None;
+        };
+        let respond = |status: StatusCode| {
+            ResponseBuilder::for_request(&request, status)
+                .to_tag(call::tag())
+                .build()
+                .ok()
+        };
+
+        let Some(domain) = request_domain(&request) else {
+            return respond(StatusCode::NOT_FOUND);
+        };
+        let Some(tenant) = self.directory.tenant(&domain) else {
+            return respond(StatusCode::NOT_FOUND);
+        };
+        let Some(caller) = from_user(&request, &domain) else {
+            return respond(StatusCode::FORBIDDEN);
+        };
+        let unix_now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let authorization = request.headers().get(HeaderName::Authorization);
+        let caller = match self.auth.authenticate(
+            "INVITE",
+            authorization,
+            &tenant,
+            &caller,
+            source.ip(),
+            unix_now,
+            Instant::now(),
+        ) {
+            AuthOutcome::Authenticated(user) => user.clone(),
+            AuthOutcome::Challenge { stale } => {
+                let challenges = self.auth.challenge(&tenant, stale, unix_now);
+                let builder = challenges.into_iter().fold(
+                    ResponseBuilder::for_request(&request, StatusCode::UNAUTHORIZED)
+                        .to_tag(call::tag()),
+                    |b, c| b.header(HeaderName::WwwAuthenticate, c),
+                );
+                return builder.build().ok();
+            }
+            AuthOutcome::Forbidden => return respond(StatusCode::FORBIDDEN),
+            AuthOutcome::Throttled => return None,
+        };
+        let Some(callee) = request_user(&request) else {
+            return respond(StatusCode::NOT_FOUND);
+        };
+        if !tenant.users.iter().any(|u| u.extension == callee) {
+            return respond(StatusCode::NOT_FOUND);
+        }
+        if self.calls.lock().expect("calls lock").len() >= MAX_CALLS {
+            return respond(StatusCode::SERVICE_UNAVAILABLE);
+        }
+        let contacts = match bindings::list(self.store.as_ref(), &domain, &callee).await {
+            Ok(found) => found,
+            Err(error) => {
+                tracing::warn!(%error, "bindings unavailable");
+                return respond(StatusCode::SERVICE_UNAVAILABLE);
+            }
+        };
+        // The most recent registration (issue #4 follow-up: fork to all of them).
+        let Some((binding, _)) = contacts.into_iter().max_by_key(|(b, _)| b.expires_at) else {
+            return respond(StatusCode::TEMPORARILY_UNAVAILABLE);
+        };
+        let Ok(destination) = binding.source.parse::<SocketAddr>() else {
+            return respond(StatusCode::TEMPORARILY_UNAVAILABLE);
+        };
+        let pool = MediaPool::new(
+            self.store.clone(),
+            &tenant.source.namespace,
+            &tenant.media_pool,
+        );
+        let call = match Call::start(
+            self.clone(),
+            request.clone(),
+            source,
+            &tenant,
+            &caller,
+            &binding.contact,
+            destination,
+            pool,
+            socket.clone(),
+            advertise,
+        )
+        .await
+        {
+            Ok(call) => call,
+            Err(status) => return respond(status),
+        };
+        {
+            let mut calls = self.calls.lock().expect("calls lock");
+            calls.insert(call.a_call_id().to_string(), call.clone());
+            calls.insert(call.b_call_id().to_string(), call.clone());
+        }
+        call.last_answer_to_caller()
+    }
+
+    /// A request inside an existing call (ACK, BYE, CANCEL, re-INVITE); `None` when unknown.
+    pub async fn in_call(&self, request: &Request, source: SocketAddr) -> Option<Option<Bytes>> {
+        let call_id = request.headers().call_id().ok()?;
+        let call = self.find(call_id)?;
+        Some(call.request(request, source).await)
+    }
+
+    /// A response to one of our requests.
+    pub async fn response(&self, response: Response) {
+        let Ok(call_id) = response.headers().call_id() else {
+            return;
+        };
+        if let Some(call) = self.find(call_id) {
+            call.response(response).await;
+        }
+    }
+
+    fn find(&self, call_id: &str) -> Option<Arc<Call>> {
+        self.calls.lock().expect("calls lock").get(call_id).cloned()
+    }
+
+    /// Forgets a call that ended.
+    fn forget(&self, call: &Call) {
+        let mut calls = self.calls.lock().expect("calls lock");
+        calls.remove(call.a_call_id());
+        calls.remove(call.b_call_id());
+    }
+
+    /// Calls in progress.
+    pub fn active_calls(&self) -> usize {
+        self.calls.lock().expect("calls lock").len() / 2
+    }
+}
+
+fn request_domain(request: &Request) -> Option<String> {
+    match request.uri().ok()? {
+        Uri::Sip(uri) => Some(uri.host().to_string().to_ascii_lowercase()),
+        _ => None,
+    }
+}
+
+fn request_user(request: &Request) -> Option<String> {
+    match request.uri().ok()? {
+        Uri::Sip(uri) => uri.user().map(str::to_string),
+        _ => None,
+    }
+}
+
+/// The caller's user, when From is an address of `domain`.
+fn from_user(request: &Request, domain: &str) -> Option<String> {
+    let from = request.headers().from().ok()?;
+    let Uri::Sip(uri) = from.uri() else {
+        return None;
+    };
+    uri.host()
+        .to_string()
+        .eq_ignore_ascii_case(domain)
+        .then_some(())?;
+    uri.user().map(str::to_string)
+}

@@ -1,0 +1,218 @@
+//! A call between two registered users, through the B2BUA, with the audio anchored on a media
+//! node: sipp as the caller (digest auth, RTP from a file) and sipp as the callee (echoing RTP).
+
+mod peers;
+
+use centrex_proto::media::NodeStatsRequest;
+use centrex_proto::media::media_control_client::MediaControlClient;
+use peers::{DOMAIN, Platform, free_udp_port, register_scenario, scenario_path, sipp_at};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registered_user_calls_another_and_rtp_flows_through_the_media_node() {
+    let platform = Platform::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("register.xml"),
+        register_scenario("101", 200),
+    )
+    .unwrap();
+    std::fs::copy(
+        scenario_path("uac_call.xml"),
+        dir.path().join("uac_call.xml"),
+    )
+    .unwrap();
+    // One second of PCMU silence: 50 packets of 160 bytes.
+    std::fs::write(dir.path().join("audio.raw"), [0xffu8; 8000]).unwrap();
+    let (sip, callee_port) = (platform.sip, free_udp_port());
+
+    // The callee registers from the port it will answer on.
+    let path = dir.path().to_path_buf();
+    let registered = tokio::task::spawn_blocking(move || {
+        sipp_at(
+            sip,
+            callee_port,
+            &path,
+            &["-sf", "register.xml", "-au", "101", "-ap", "secret-101"],
+        )
+    })
+    .await
+    .unwrap();
+    assert!(registered.status.success(), "the callee could not register");
+
+    let path = dir.path().to_path_buf();
+    let callee = tokio::task::spawn_blocking(move || {
+        let media_port = free_udp_port().to_string();
+        sipp_at(
+            sip,
+            callee_port,
+            &path,
+            &[
+                "-sn",
+                "uas",
+                "-mi",
+                "127.0.0.1",
+                "-mp",
+                &media_port,
+                "-rtp_echo",
+            ],
+        )
+    });
+    // No wait for the callee to bind: until it answers, the B2BUA retransmits its INVITE (Timer A).
+    let path = dir.path().to_path_buf();
+    let caller = tokio::task::spawn_blocking(move || {
+        let media_port = free_udp_port().to_string();
+        let args = [
+            "-sf",
+            "uac_call.xml",
+            "-s",
+            "101",
+            "-au",
+            "100",
+            "-ap",
+            "secret-100",
+            "-set",
+            "domain",
+            DOMAIN,
+            "-set",
+            "user",
+            "100",
+        ];
+        let mut args = args.to_vec();
+        args.extend(["-mi", "127.0.0.1", "-mp", &media_port]);
+        sipp_at(sip, free_udp_port(), &path, &args)
+    });
+    let caller = caller.await.unwrap();
+    let callee = callee.await.unwrap();
+    assert!(
+        caller.status.success(),
+        "the call did not complete on the caller's side"
+    );
+    assert!(
+        callee.status.success(),
+        "the call did not complete on the callee's side"
+    );
+
+    let mut media = MediaControlClient::connect(format!("http://{}", platform.media_grpc))
+        .await
+        .unwrap();
+    let stats = media
+        .get_node_stats(NodeStatsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        stats.packets_relayed >= 50,
+        "RTP must pass through the media node, relayed {}",
+        stats.packets_relayed
+    );
+    assert_eq!(
+        stats.active_sessions, 0,
+        "the relay session is released when the call ends"
+    );
+}
+
+/// An INVITE from `user` to `target` with credentials answering `nonce` (none: no Authorization).
+fn invite(user: &str, password: &str, target: &str, nonce: Option<&str>, cseq: u32) -> String {
+    use centrex_signalling::auth::digest::Algorithm;
+    let auth = nonce
+        .map(|nonce| {
+            let ha1 = Algorithm::Md5.hash(&[user.as_bytes(), DOMAIN.as_bytes(), password.as_bytes()]);
+            let uri = format!("sip:{target}@{DOMAIN}");
+            let ha2 = Algorithm::Md5.hash(&[b"INVITE", uri.as_bytes()]);
+            let nc = format!("{cseq:08x}");
+            let response = Algorithm::Md5.hash(&[ha1.as_bytes(), nonce.as_bytes(), nc.as_bytes(), b"c", b"auth", ha2.as_bytes()]);
+            format!(
+                "Authorization: Digest username=\"{user}\", realm=\"{DOMAIN}\", nonce=\"{nonce}\", uri=\"{uri}\", \
+                 response=\"{response}\", algorithm=MD5, qop=auth, nc={nc}, cnonce=\"c\"\r\n"
+            )
+        })
+        .unwrap_or_default();
+    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+    format!(
+        "INVITE sip:{target}@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5998;branch=z9hG4bKinv{cseq}\r\n\
+         From: <sip:{user}@{DOMAIN}>;tag=a\r\nTo: <sip:{target}@{DOMAIN}>\r\nCall-ID: {target}-{cseq}@test\r\nCSeq: {cseq} INVITE\r\n\
+         Contact: <sip:{user}@127.0.0.1:5998>\r\nMax-Forwards: 70\r\n{auth}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    )
+}
+
+/// The final answer to an authenticated INVITE from 100 to `target`.
+async fn final_answer(platform: &Platform, target: &str) -> String {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut buffer = vec![0u8; 65_536];
+    socket
+        .send_to(
+            invite("100", "secret-100", target, None, 1).as_bytes(),
+            platform.sip,
+        )
+        .await
+        .unwrap();
+    let challenge = loop {
+        let len = socket.recv(&mut buffer).await.unwrap();
+        let text = String::from_utf8_lossy(&buffer[..len]).into_owned();
+        if text.starts_with("SIP/2.0 401") {
+            break text;
+        }
+    };
+    let nonce = challenge
+        .split("nonce=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    socket
+        .send_to(
+            invite("100", "secret-100", target, Some(&nonce), 2).as_bytes(),
+            platform.sip,
+        )
+        .await
+        .unwrap();
+    loop {
+        let len = tokio::time::timeout(std::time::Duration::from_secs(5), socket.recv(&mut buffer))
+            .await
+            .unwrap()
+            .unwrap();
+        let text = String::from_utf8_lossy(&buffer[..len]).into_owned();
+        if !text.starts_with("SIP/2.0 1") {
+            return text;
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_extension_is_not_found() {
+    let platform = Platform::start().await;
+    let answer = final_answer(&platform, "999").await;
+    assert!(answer.starts_with("SIP/2.0 404"), "{answer}");
+}
+
+#[tokio::test]
+async fn a_user_without_a_registered_phone_is_temporarily_unavailable() {
+    let platform = Platform::start().await;
+    let answer = final_answer(&platform, "101").await;
+    assert!(answer.starts_with("SIP/2.0 480"), "{answer}");
+}
+
+#[tokio::test]
+async fn an_unauthenticated_invite_is_challenged_whatever_the_target() {
+    let platform = Platform::start().await;
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut buffer = vec![0u8; 65_536];
+    for target in ["101", "999"] {
+        socket
+            .send_to(
+                invite("100", "secret-100", target, None, 1).as_bytes(),
+                platform.sip,
+            )
+            .await
+            .unwrap();
+        let len = socket.recv(&mut buffer).await.unwrap();
+        let text = String::from_utf8_lossy(&buffer[..len]).into_owned();
+        assert!(
+            text.starts_with("SIP/2.0 401"),
+            "an outsider learns nothing about {target}: {text}"
+        );
+    }
+}
