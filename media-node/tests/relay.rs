@@ -203,7 +203,10 @@ async fn an_idle_session_ends_and_frees_its_ports() {
     let node = &node;
     // Only NotFound counts: under load a lookup may fail transiently before the session ends.
     eventually("the idle session to end", || async move {
-        node.get("s1").await.err().filter(|status| status.code() == tonic::Code::NotFound)
+        node.get("s1")
+            .await
+            .err()
+            .filter(|status| status.code() == tonic::Code::NotFound)
     })
     .await;
     // The range holds one session's ports: a new session gets them back.
