@@ -22,6 +22,7 @@ fn free_udp_port() -> u16 {
         .port()
 }
 
+/// A REGISTER with digest authentication for user 100 (others by replacing `100@`).
 const SCENARIO: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
 <scenario name="register alice">
   <send retrans="500"><![CDATA[
@@ -54,11 +55,11 @@ const SCENARIO: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
 </scenario>
 "#;
 
-#[test]
-fn local_mode_registers_a_real_sip_client_with_the_example_password() {
+/// Starts `centrex up examples/quickstart` on a free port; returns it and the running process.
+fn local_mode() -> (u16, Running) {
     let sip_port = free_udp_port();
     let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/quickstart");
-    let _platform = Running(
+    let platform = Running(
         Command::new(env!("CARGO_BIN_EXE_centrex"))
             // sipp 3.6 answers only the first challenge and knows only MD5.
             .args(["up", examples, "--digest-algorithms=MD5"])
@@ -68,8 +69,16 @@ fn local_mode_registers_a_real_sip_client_with_the_example_password() {
             .spawn()
             .expect("start centrex up"),
     );
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("register.xml"), SCENARIO).unwrap();
+    (sip_port, platform)
+}
+
+/// Registers `user` with `password` from 127.0.0.1:`port`, retrying until local mode is up.
+fn register(sip_port: u16, port: u16, user: &str, password: &str, dir: &std::path::Path) {
+    std::fs::write(
+        dir.join("register.xml"),
+        SCENARIO.replace("100@", &format!("{user}@")),
+    )
+    .unwrap();
     // The platform needs a moment to bind: retry the whole registration until a deadline.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -81,22 +90,22 @@ fn local_mode_registers_a_real_sip_client_with_the_example_password() {
                 "-i",
                 "127.0.0.1",
                 "-p",
-                &free_udp_port().to_string(),
+                &port.to_string(),
                 "-m",
                 "1",
             ])
             .args([
                 "-au",
-                "100",
+                user,
                 "-ap",
-                "alice-secret-100",
+                password,
                 "-timeout",
                 "5s",
                 "-timeout_error",
                 "-nostdin",
             ])
             .args(["-buff_size", "4194304"])
-            .current_dir(dir.path())
+            .current_dir(dir)
             .stdout(Stdio::null())
             .status()
             .expect("sipp is installed (apt-get install sip-tester)");
@@ -105,8 +114,105 @@ fn local_mode_registers_a_real_sip_client_with_the_example_password() {
         }
         assert!(
             Instant::now() < deadline,
-            "alice could not register through `centrex up`"
+            "{user} could not register through `centrex up`"
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+#[test]
+fn local_mode_registers_a_real_sip_client_with_the_example_password() {
+    let (sip_port, _platform) = local_mode();
+    let dir = tempfile::tempdir().unwrap();
+    register(
+        sip_port,
+        free_udp_port(),
+        "100",
+        "alice-secret-100",
+        dir.path(),
+    );
+}
+
+#[test]
+fn alice_calls_bob_in_local_mode_with_audio_through_the_relay() {
+    let (sip_port, _platform) = local_mode();
+    let dir = tempfile::tempdir().unwrap();
+    let bob_port = free_udp_port();
+    register(sip_port, bob_port, "101", "bob-secret-101", dir.path());
+    let scenario = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../signalling/tests/scenarios/uac_call.xml"
+    );
+    std::fs::copy(scenario, dir.path().join("uac_call.xml")).unwrap();
+    // One second of PCMU silence: 50 RTP packets.
+    std::fs::write(dir.path().join("audio.raw"), [0xffu8; 8000]).unwrap();
+    let sipp = |args: &[&str]| {
+        Command::new("sipp")
+            .arg(format!("127.0.0.1:{sip_port}"))
+            .args([
+                "-i",
+                "127.0.0.1",
+                "-m",
+                "1",
+                "-nostdin",
+                "-timeout",
+                "15s",
+                "-timeout_error",
+                "-buff_size",
+                "4194304",
+            ])
+            .args(args)
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("sipp is installed")
+    };
+    let (bob_media, alice_port, alice_media) = (
+        free_udp_port().to_string(),
+        free_udp_port().to_string(),
+        free_udp_port().to_string(),
+    );
+    let mut bob = sipp(&[
+        "-sn",
+        "uas",
+        "-p",
+        &bob_port.to_string(),
+        "-mi",
+        "127.0.0.1",
+        "-mp",
+        &bob_media,
+        "-rtp_echo",
+    ]);
+    let alice = sipp(&[
+        "-sf",
+        "uac_call.xml",
+        "-s",
+        "101",
+        "-au",
+        "100",
+        "-ap",
+        "alice-secret-100",
+        "-set",
+        "domain",
+        "acme.example.com",
+        "-set",
+        "user",
+        "100",
+        "-p",
+        &alice_port,
+        "-mi",
+        "127.0.0.1",
+        "-mp",
+        &alice_media,
+    ])
+    .wait_with_output()
+    .unwrap();
+    assert!(
+        alice.status.success(),
+        "Alice's call to Bob did not complete"
+    );
+    assert!(
+        bob.wait().unwrap().success(),
+        "Bob's side of the call did not complete"
+    );
 }
