@@ -421,3 +421,40 @@ async fn a_status_write_conflict_is_retried_until_the_tenant_is_ready() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn deleting_a_pool_garbage_collects_what_it_owns() {
+    let h = Harness::start().await;
+    h.apply_examples().await;
+    eventually("media objects", || async {
+        h.fake
+            .get::<PodDisruptionBudget>("default", "default-media")?;
+        h.fake.get::<Service>("default", "default-media")
+    })
+    .await;
+
+    let pools: Api<MediaPool> = Api::default_namespaced(h.fake.client());
+    pools
+        .delete("default", &DeleteParams::default())
+        .await
+        .unwrap();
+
+    eventually("owned objects collected", || async {
+        let gone = h
+            .fake
+            .get::<StatefulSet>("default", "default-media")
+            .is_none()
+            && h.fake.get::<Service>("default", "default-media").is_none()
+            && h.fake
+                .get::<PodDisruptionBudget>("default", "default-media")
+                .is_none();
+        gone.then_some(())
+    })
+    .await;
+    assert!(
+        h.fake
+            .get::<Deployment>("default", "default-signalling")
+            .is_some(),
+        "the other pool is untouched"
+    );
+}
