@@ -216,3 +216,97 @@ async fn an_unauthenticated_invite_is_challenged_whatever_the_target() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_registered_phone_rings_and_the_others_are_cancelled_when_one_answers() {
+    let platform = Platform::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("register.xml"),
+        register_scenario("101", 200),
+    )
+    .unwrap();
+    for file in ["uac_call.xml", "uas_ringing.xml"] {
+        std::fs::copy(scenario_path(file), dir.path().join(file)).unwrap();
+    }
+    std::fs::write(dir.path().join("audio.raw"), [0xffu8; 8000]).unwrap();
+    let (sip, desk, softphone) = (platform.sip, free_udp_port(), free_udp_port());
+    for port in [desk, softphone] {
+        let path = dir.path().to_path_buf();
+        let registered = tokio::task::spawn_blocking(move || {
+            sipp_at(
+                sip,
+                port,
+                &path,
+                &["-sf", "register.xml", "-au", "101", "-ap", "secret-101"],
+            )
+        })
+        .await
+        .unwrap();
+        assert!(
+            registered.status.success(),
+            "phone on port {port} could not register"
+        );
+    }
+    let path = dir.path().to_path_buf();
+    let ringing =
+        tokio::task::spawn_blocking(move || sipp_at(sip, desk, &path, &["-sf", "uas_ringing.xml"]));
+    let path = dir.path().to_path_buf();
+    let answering = tokio::task::spawn_blocking(move || {
+        let media_port = free_udp_port().to_string();
+        sipp_at(
+            sip,
+            softphone,
+            &path,
+            &[
+                "-sn",
+                "uas",
+                "-mi",
+                "127.0.0.1",
+                "-mp",
+                &media_port,
+                "-rtp_echo",
+            ],
+        )
+    });
+    let path = dir.path().to_path_buf();
+    let caller = tokio::task::spawn_blocking(move || {
+        let media_port = free_udp_port().to_string();
+        let mut args = [
+            "-sf",
+            "uac_call.xml",
+            "-s",
+            "101",
+            "-au",
+            "100",
+            "-ap",
+            "secret-100",
+            "-set",
+            "domain",
+            DOMAIN,
+        ]
+        .to_vec();
+        args.extend([
+            "-set",
+            "user",
+            "100",
+            "-mi",
+            "127.0.0.1",
+            "-mp",
+            &media_port,
+        ]);
+        sipp_at(sip, free_udp_port(), &path, &args)
+    });
+    assert!(
+        caller.await.unwrap().status.success(),
+        "the caller's call did not complete"
+    );
+    assert!(
+        answering.await.unwrap().status.success(),
+        "the answering phone's call did not complete"
+    );
+    assert!(
+        ringing.await.unwrap().status.success(),
+        "the other phone was not cancelled properly"
+    );
+}

@@ -29,9 +29,22 @@ enum Phase {
     Ended,
 }
 
+/// One branch of the INVITE to the callee: one of their registered phones.
+struct Fork {
+    branch: String,
+    uri: String,
+    destination: SocketAddr,
+    invite: Bytes,
+    tx: ClientTransaction,
+    /// Final status received (or 408 when Timer B fired).
+    final_status: Option<u16>,
+}
+
 struct State {
     phase: Phase,
-    tx: ClientTransaction,
+    forks: Vec<Fork>,
+    /// The fork that answered: where in-dialog requests go.
+    winner: Option<usize>,
     last_to_caller: Option<Bytes>,
     b_to_tag: Option<String>,
     b_target: Option<String>,
@@ -54,10 +67,6 @@ pub struct Call {
     b_call_id: String,
     b_from: String,
     b_to: String,
-    b_branch: String,
-    b_uri: String,
-    b_destination: SocketAddr,
-    b_invite: Bytes,
     state: Mutex<State>,
 }
 
@@ -77,8 +86,7 @@ impl Call {
         a_source: SocketAddr,
         tenant: &TenantSnapshot,
         caller: &UserEntry,
-        callee_contact: &str,
-        b_destination: SocketAddr,
+        targets: &[(String, SocketAddr)],
         pool: MediaPool,
         socket: Arc<UdpSocket>,
         advertise: SocketAddr,
@@ -131,29 +139,48 @@ impl Call {
             .unwrap_or_default();
         let b_from = format!("{display}<sip:{}@{}>", caller.extension, tenant.domain);
         let b_to = format!("<sip:{}@{}>", callee.unwrap_or_default(), tenant.domain);
-        let (b_call_id, b_branch, b_from_tag) = (
-            format!("{}@centrex", tag()),
-            format!("z9hG4bK{}", tag()),
-            tag(),
-        );
+        let (b_call_id, b_from_tag) = (format!("{}@centrex", tag()), tag());
         let b_from = format!("{b_from};tag={b_from_tag}");
-        let b_invite = RequestBuilder::new(Method::Invite, callee_contact)
-            .header(
-                HeaderName::Via,
-                format!("SIP/2.0/UDP {advertise};branch={b_branch};rport"),
-            )
-            .header(HeaderName::MaxForwards, (hops - 1).to_string())
-            .header(HeaderName::From, b_from.clone())
-            .header(HeaderName::To, b_to.clone())
-            .header(HeaderName::CallId, b_call_id.clone())
-            .header(HeaderName::CSeq, "1 INVITE")
-            .header(HeaderName::Contact, format!("<sip:centrex@{advertise}>"))
-            .body("application/sdp", Bytes::from(offer_to_callee))
-            .build()
-            .map_err(|_| StatusCode::SERVER_INTERNAL_ERROR)?;
+        // One INVITE per registered phone, same dialog identifiers, a branch each (RFC 3261 §16.6).
+        let mut forks = Vec::with_capacity(targets.len());
+        for (uri, destination) in targets {
+            let branch = format!("z9hG4bK{}", tag());
+            let invite = RequestBuilder::new(Method::Invite, uri.clone())
+                .header(
+                    HeaderName::Via,
+                    format!("SIP/2.0/UDP {advertise};branch={branch};rport"),
+                )
+                .header(HeaderName::MaxForwards, (hops - 1).to_string())
+                .header(HeaderName::From, b_from.clone())
+                .header(HeaderName::To, b_to.clone())
+                .header(HeaderName::CallId, b_call_id.clone())
+                .header(HeaderName::CSeq, "1 INVITE")
+                .header(HeaderName::Contact, format!("<sip:centrex@{advertise}>"))
+                .body("application/sdp", Bytes::from(offer_to_callee.clone()))
+                .build()
+                .map_err(|_| StatusCode::SERVER_INTERNAL_ERROR)?;
+            let tx = ClientTransaction::start(
+                Kind::Invite,
+                Reliability::Unreliable,
+                TimerValues::default(),
+                Instant::now(),
+            );
+            forks.push(Fork {
+                branch,
+                uri: uri.clone(),
+                destination: *destination,
+                invite,
+                tx,
+                final_status: None,
+            });
+        }
         let trying = ResponseBuilder::for_request(&a_invite, StatusCode::TRYING)
             .build()
             .ok();
+        let invites: Vec<(Bytes, SocketAddr)> = forks
+            .iter()
+            .map(|f| (f.invite.clone(), f.destination))
+            .collect();
         let call = Arc::new(Self {
             b2bua: Arc::downgrade(&b2bua),
             socket,
@@ -166,19 +193,11 @@ impl Call {
             b_call_id,
             b_from,
             b_to,
-            b_branch,
-            b_uri: callee_contact.to_string(),
-            b_destination,
-            b_invite: b_invite.clone(),
             a_invite,
             state: Mutex::new(State {
                 phase: Phase::Calling,
-                tx: ClientTransaction::start(
-                    Kind::Invite,
-                    Reliability::Unreliable,
-                    TimerValues::default(),
-                    Instant::now(),
-                ),
+                forks,
+                winner: None,
                 last_to_caller: trying,
                 b_to_tag: None,
                 b_target: None,
@@ -187,8 +206,10 @@ impl Call {
                 cseq_to_b: 1,
             }),
         });
-        call.send_to_callee(&b_invite).await;
-        tokio::spawn(call.clone().drive_invite());
+        for (index, (invite, destination)) in invites.into_iter().enumerate() {
+            call.send(&invite, destination).await;
+            tokio::spawn(call.clone().drive_fork(index));
+        }
         Ok(call)
     }
 
@@ -205,35 +226,75 @@ impl Call {
         self.state.lock().expect("call lock").last_to_caller.clone()
     }
 
-    /// A response from the callee.
+    /// A response from one of the callee's phones.
     pub async fn response(self: &Arc<Self>, response: Response) {
         let headers = response.headers();
         let Ok(cseq) = headers.cseq() else { return };
-        if cseq.method != Method::Invite
-            || headers.top_via().ok().and_then(|v| v.branch()) != Some(self.b_branch.as_str())
-        {
-            return; // a response to our BYE or CANCEL: nothing more to do over it
-        }
+        let branch = headers
+            .top_via()
+            .ok()
+            .and_then(|v| v.branch().map(str::to_string));
+        let fork = {
+            let state = self.state.lock().expect("call lock");
+            state
+                .forks
+                .iter()
+                .position(|f| Some(&f.branch) == branch.as_ref())
+        };
+        // Responses to our BYE or CANCEL need nothing more; neither do strays.
+        let (Some(fork), Method::Invite) = (fork, cseq.method) else {
+            return;
+        };
         let status = response.status().as_u16();
-        let actions = self
-            .state
-            .lock()
-            .expect("call lock")
-            .tx
-            .on_response(status, Instant::now());
-        let answered_again = (200..300).contains(&status)
-            && self.state.lock().expect("call lock").phase == Phase::Answered;
-        if answered_again {
-            // A retransmitted 2xx: our ACK was lost, send it again.
-            self.ack_2xx().await;
+        let (actions, phase, winner) = {
+            let mut state = self.state.lock().expect("call lock");
+            let actions = state.forks[fork].tx.on_response(status, Instant::now());
+            (actions, state.phase, state.winner)
+        };
+        if (200..300).contains(&status) && phase == Phase::Answered {
+            if winner == Some(fork) {
+                // A retransmitted 2xx: our ACK was lost, send it again.
+                self.ack_2xx().await;
+            } else {
+                // Another phone answered too late: acknowledge and hang it up.
+                self.ack_and_bye_late_answer(fork, &response).await;
+            }
             return;
         }
         for action in actions {
             match action {
-                Action::SendAck => self.ack_failure(&response).await,
-                Action::Deliver(status) => self.relay(&response, status).await,
+                Action::SendAck => self.ack_failure(fork, &response).await,
+                Action::Deliver(status) if status >= 300 => {
+                    self.fork_failed(fork, status, &response).await
+                }
+                Action::Deliver(status) => {
+                    if (200..300).contains(&status) {
+                        self.state.lock().expect("call lock").winner = Some(fork);
+                        self.cancel_other_forks(Some(fork)).await;
+                    }
+                    self.relay(&response, status).await;
+                }
                 _ => {}
             }
+        }
+    }
+
+    /// One phone refused (or timed out): when every phone has, the caller gets the best answer.
+    async fn fork_failed(self: &Arc<Self>, fork: usize, status: u16, response: &Response) {
+        let best = {
+            let mut state = self.state.lock().expect("call lock");
+            state.forks[fork].final_status = Some(status);
+            if state.phase == Phase::Answered
+                || state.forks.iter().any(|f| f.final_status.is_none())
+            {
+                return;
+            }
+            best_failure(state.forks.iter().filter_map(|f| f.final_status))
+        };
+        if best == status {
+            self.relay(response, status).await;
+        } else if let Some(code) = StatusCode::new(best) {
+            self.fail_caller(code).await;
         }
     }
 
@@ -339,7 +400,7 @@ impl Call {
             (Method::Cancel, true) => {
                 let phase = self.state.lock().expect("call lock").phase;
                 if matches!(phase, Phase::Calling | Phase::Early) {
-                    self.cancel_callee().await;
+                    self.cancel_other_forks(None).await;
                     if let Ok(terminated) =
                         ResponseBuilder::for_request(&self.a_invite, StatusCode::REQUEST_TERMINATED)
                             .to_tag(self.a_to_tag.clone())
@@ -373,41 +434,58 @@ impl Call {
         });
     }
 
-    /// Drives the callee INVITE's client transaction timers (A, B, D).
-    async fn drive_invite(self: Arc<Self>) {
+    /// Drives the client transaction timers (A, B, D) of one fork.
+    async fn drive_fork(self: Arc<Self>, fork: usize) {
         loop {
-            let Some(deadline) = self.state.lock().expect("call lock").tx.next_deadline() else {
+            let Some(deadline) = self.state.lock().expect("call lock").forks[fork]
+                .tx
+                .next_deadline()
+            else {
                 return;
             };
             tokio::time::sleep_until(deadline.into()).await;
-            let actions = self
-                .state
-                .lock()
-                .expect("call lock")
-                .tx
-                .on_timer(Instant::now());
+            let (actions, invite, destination) = {
+                let mut state = self.state.lock().expect("call lock");
+                let fork = &mut state.forks[fork];
+                (
+                    fork.tx.on_timer(Instant::now()),
+                    fork.invite.clone(),
+                    fork.destination,
+                )
+            };
             for action in actions {
                 match action {
-                    Action::Retransmit => self.send_to_callee(&self.b_invite).await,
+                    Action::Retransmit => self.send(&invite, destination).await,
                     Action::TimedOut => {
-                        if let Ok(timeout) = ResponseBuilder::for_request(
-                            &self.a_invite,
-                            StatusCode::REQUEST_TIMEOUT,
-                        )
-                        .to_tag(self.a_to_tag.clone())
-                        .build()
-                        {
-                            self.state.lock().expect("call lock").last_to_caller =
-                                Some(timeout.clone());
-                            self.send_to_caller(&timeout).await;
+                        let best = {
+                            let mut state = self.state.lock().expect("call lock");
+                            state.forks[fork].final_status = Some(408);
+                            let pending = state.forks.iter().any(|f| f.final_status.is_none());
+                            (state.phase != Phase::Answered && !pending).then(|| {
+                                best_failure(state.forks.iter().filter_map(|f| f.final_status))
+                            })
+                        };
+                        if let Some(code) = best.and_then(StatusCode::new) {
+                            self.fail_caller(code).await;
                         }
-                        self.end().await;
                         return;
                     }
                     _ => {}
                 }
             }
         }
+    }
+
+    /// Answers the caller's INVITE with a failure and ends the call.
+    async fn fail_caller(self: &Arc<Self>, status: StatusCode) {
+        if let Ok(failure) = ResponseBuilder::for_request(&self.a_invite, status)
+            .to_tag(self.a_to_tag.clone())
+            .build()
+        {
+            self.state.lock().expect("call lock").last_to_caller = Some(failure.clone());
+            self.send_to_caller(&failure).await;
+        }
+        self.end().await;
     }
 
     /// Retransmits the 2xx to the caller until its ACK (RFC 3261 §13.3.1.4); without one, hangs up.
@@ -433,19 +511,22 @@ impl Call {
         }
     }
 
-    async fn ack_failure(&self, response: &Response) {
+    /// ACK of a non-2xx final: same branch as the fork's INVITE (RFC 3261 §17.1.1.3).
+    async fn ack_failure(&self, fork: usize, response: &Response) {
+        let (branch, uri, destination) = {
+            let state = self.state.lock().expect("call lock");
+            let fork = &state.forks[fork];
+            (fork.branch.clone(), fork.uri.clone(), fork.destination)
+        };
         let to = response
             .headers()
             .get(HeaderName::To)
             .unwrap_or_default()
             .to_string();
-        let ack = RequestBuilder::new(Method::Ack, self.b_uri.clone())
+        let ack = RequestBuilder::new(Method::Ack, uri)
             .header(
                 HeaderName::Via,
-                format!(
-                    "SIP/2.0/UDP {};branch={};rport",
-                    self.advertise, self.b_branch
-                ),
+                format!("SIP/2.0/UDP {};branch={branch};rport", self.advertise),
             )
             .header(HeaderName::MaxForwards, "70")
             .header(HeaderName::From, self.b_from.clone())
@@ -454,7 +535,48 @@ impl Call {
             .header(HeaderName::CSeq, "1 ACK")
             .build();
         if let Ok(ack) = ack {
-            self.send_to_callee(&ack).await;
+            self.send(&ack, destination).await;
+        }
+    }
+
+    /// A second phone answered after the first: ACK its 2xx, then BYE it (RFC 3261 §13.2.2.4).
+    async fn ack_and_bye_late_answer(&self, fork: usize, response: &Response) {
+        let destination = self.state.lock().expect("call lock").forks[fork].destination;
+        let to = response
+            .headers()
+            .get(HeaderName::To)
+            .unwrap_or_default()
+            .to_string();
+        let target = response
+            .headers()
+            .contacts()
+            .next()
+            .and_then(Result::ok)
+            .and_then(|c| c.address().map(|a| a.uri().as_str().to_string()))
+            .unwrap_or_else(|| {
+                self.state.lock().expect("call lock").forks[fork]
+                    .uri
+                    .clone()
+            });
+        for (method, cseq) in [(Method::Ack, 1), (Method::Bye, 2)] {
+            let request = RequestBuilder::new(method.clone(), target.clone())
+                .header(
+                    HeaderName::Via,
+                    format!(
+                        "SIP/2.0/UDP {};branch=z9hG4bK{};rport",
+                        self.advertise,
+                        tag()
+                    ),
+                )
+                .header(HeaderName::MaxForwards, "70")
+                .header(HeaderName::From, self.b_from.clone())
+                .header(HeaderName::To, to.clone())
+                .header(HeaderName::CallId, self.b_call_id.clone())
+                .header(HeaderName::CSeq, format!("{cseq} {method}"))
+                .build();
+            if let Ok(request) = request {
+                self.send(&request, destination).await;
+            }
         }
     }
 
@@ -471,23 +593,33 @@ impl Call {
         }
     }
 
-    async fn cancel_callee(&self) {
-        let cancel = RequestBuilder::new(Method::Cancel, self.b_uri.clone())
-            .header(
-                HeaderName::Via,
-                format!(
-                    "SIP/2.0/UDP {};branch={};rport",
-                    self.advertise, self.b_branch
-                ),
-            )
-            .header(HeaderName::MaxForwards, "70")
-            .header(HeaderName::From, self.b_from.clone())
-            .header(HeaderName::To, self.b_to.clone())
-            .header(HeaderName::CallId, self.b_call_id.clone())
-            .header(HeaderName::CSeq, "1 CANCEL")
-            .build();
-        if let Ok(cancel) = cancel {
-            self.send_to_callee(&cancel).await;
+    /// CANCELs every fork still without a final answer, except `keep` (RFC 3261 §16.7 step 10).
+    async fn cancel_other_forks(&self, keep: Option<usize>) {
+        let pending: Vec<(String, String, SocketAddr)> = {
+            let state = self.state.lock().expect("call lock");
+            state
+                .forks
+                .iter()
+                .enumerate()
+                .filter(|(i, f)| Some(*i) != keep && f.final_status.is_none())
+                .map(|(_, f)| (f.branch.clone(), f.uri.clone(), f.destination))
+                .collect()
+        };
+        for (branch, uri, destination) in pending {
+            let cancel = RequestBuilder::new(Method::Cancel, uri)
+                .header(
+                    HeaderName::Via,
+                    format!("SIP/2.0/UDP {};branch={branch};rport", self.advertise),
+                )
+                .header(HeaderName::MaxForwards, "70")
+                .header(HeaderName::From, self.b_from.clone())
+                .header(HeaderName::To, self.b_to.clone())
+                .header(HeaderName::CallId, self.b_call_id.clone())
+                .header(HeaderName::CSeq, "1 CANCEL")
+                .build();
+            if let Ok(cancel) = cancel {
+                self.send(&cancel, destination).await;
+            }
         }
     }
 
@@ -498,7 +630,11 @@ impl Call {
             state.cseq_to_b += 1;
             state.cseq_to_b
         });
-        let target = state.b_target.clone().unwrap_or_else(|| self.b_uri.clone());
+        let winner = state
+            .winner
+            .map(|w| state.forks[w].uri.clone())
+            .unwrap_or_default();
+        let target = state.b_target.clone().unwrap_or(winner);
         let to = match &state.b_to_tag {
             Some(tag) => format!("{};tag={tag}", self.b_to),
             None => self.b_to.clone(),
@@ -574,9 +710,20 @@ impl Call {
         }
     }
 
+    /// Sends to the phone that answered.
     async fn send_to_callee(&self, bytes: &[u8]) {
-        if let Err(error) = self.socket.send_to(bytes, self.b_destination).await {
-            tracing::debug!(%error, "cannot send to the callee");
+        let destination = {
+            let state = self.state.lock().expect("call lock");
+            state.winner.map(|w| state.forks[w].destination)
+        };
+        if let Some(destination) = destination {
+            self.send(bytes, destination).await;
+        }
+    }
+
+    async fn send(&self, bytes: &[u8], destination: SocketAddr) {
+        if let Err(error) = self.socket.send_to(bytes, destination).await {
+            tracing::debug!(%error, %destination, "cannot send to the callee");
         }
     }
 }
@@ -585,4 +732,33 @@ impl Call {
 fn session_id(call_id: &str) -> String {
     use sha2::{Digest, Sha256};
     hex::encode(&Sha256::digest(call_id.as_bytes())[..16])
+}
+
+/// The answer the caller gets when every phone refused (RFC 3261 §16.7 step 6, simplified): a 6xx
+/// wins, then the lowest code; a timeout only when nothing better came back.
+fn best_failure(statuses: impl Iterator<Item = u16>) -> u16 {
+    let statuses: Vec<u16> = statuses.collect();
+    if let Some(global) = statuses.iter().copied().filter(|s| *s >= 600).min() {
+        return global;
+    }
+    statuses
+        .iter()
+        .copied()
+        .filter(|s| *s != 408)
+        .min()
+        .or(statuses.iter().copied().min())
+        .unwrap_or(480)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::best_failure;
+
+    #[test]
+    fn the_best_failure_prefers_a_global_refusal_then_the_lowest_code_then_a_timeout() {
+        assert_eq!(best_failure([486, 603, 480].into_iter()), 603);
+        assert_eq!(best_failure([486, 480].into_iter()), 480);
+        assert_eq!(best_failure([408, 486].into_iter()), 486);
+        assert_eq!(best_failure([408].into_iter()), 408);
+    }
 }

@@ -2,7 +2,7 @@
 //! caller's with us (leg A) and ours with the callee (leg B) — with the audio anchored on a media
 //! node, so neither party learns the other's address.
 //!
-//! Scope so far: UDP, a callee's most recent binding, INVITE / 1xx / 2xx / ACK / BYE / CANCEL and
+//! Scope so far: UDP, forking to every binding of the callee, INVITE / 1xx / 2xx / ACK / BYE / CANCEL and
 //! failures relayed; dialog state in memory (the store holds it from issue #6 on).
 
 mod call;
@@ -124,13 +124,14 @@ impl B2bua {
                 return respond(StatusCode::SERVICE_UNAVAILABLE);
             }
         };
-        // The most recent registration (issue #4 follow-up: fork to all of them).
-        let Some((binding, _)) = contacts.into_iter().max_by_key(|(b, _)| b.expires_at) else {
+        // Every registered phone rings (bounded by the registrar's contacts per user).
+        let targets: Vec<(String, SocketAddr)> = contacts
+            .into_iter()
+            .filter_map(|(b, _)| Some((b.contact, b.source.parse().ok()?)))
+            .collect();
+        if targets.is_empty() {
             return respond(StatusCode::TEMPORARILY_UNAVAILABLE);
-        };
-        let Ok(destination) = binding.source.parse::<SocketAddr>() else {
-            return respond(StatusCode::TEMPORARILY_UNAVAILABLE);
-        };
+        }
         let pool = MediaPool::new(
             self.store.clone(),
             &tenant.source.namespace,
@@ -142,8 +143,7 @@ impl B2bua {
             source,
             &tenant,
             &caller,
-            &binding.contact,
-            destination,
+            &targets,
             pool,
             socket.clone(),
             advertise,
