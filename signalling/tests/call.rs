@@ -310,3 +310,85 @@ async fn every_registered_phone_rings_and_the_others_are_cancelled_when_one_answ
         "the other phone was not cancelled properly"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_re_invite_putting_the_call_on_hold_passes_through_with_its_sdp() {
+    let platform = Platform::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("register.xml"),
+        register_scenario("101", 200),
+    )
+    .unwrap();
+    for file in ["uac_reinvite.xml", "uas_reinvite.xml"] {
+        std::fs::copy(scenario_path(file), dir.path().join(file)).unwrap();
+    }
+    std::fs::write(dir.path().join("audio.raw"), [0xffu8; 8000]).unwrap();
+    let (sip, phone) = (platform.sip, free_udp_port());
+    let path = dir.path().to_path_buf();
+    let registered = tokio::task::spawn_blocking(move || {
+        sipp_at(
+            sip,
+            phone,
+            &path,
+            &["-sf", "register.xml", "-au", "101", "-ap", "secret-101"],
+        )
+    })
+    .await
+    .unwrap();
+    assert!(registered.status.success());
+    let path = dir.path().to_path_buf();
+    let callee = tokio::task::spawn_blocking(move || {
+        let media_port = free_udp_port().to_string();
+        sipp_at(
+            sip,
+            phone,
+            &path,
+            &[
+                "-sf",
+                "uas_reinvite.xml",
+                "-mi",
+                "127.0.0.1",
+                "-mp",
+                &media_port,
+            ],
+        )
+    });
+    let path = dir.path().to_path_buf();
+    let caller = tokio::task::spawn_blocking(move || {
+        let media_port = free_udp_port().to_string();
+        let mut args = [
+            "-sf",
+            "uac_reinvite.xml",
+            "-s",
+            "101",
+            "-au",
+            "100",
+            "-ap",
+            "secret-100",
+            "-set",
+            "domain",
+            DOMAIN,
+        ]
+        .to_vec();
+        args.extend([
+            "-set",
+            "user",
+            "100",
+            "-mi",
+            "127.0.0.1",
+            "-mp",
+            &media_port,
+        ]);
+        sipp_at(sip, free_udp_port(), &path, &args)
+    });
+    // Both sides check the hold attributes (a=sendonly reaches the callee, a=recvonly comes back).
+    assert!(
+        caller.await.unwrap().status.success(),
+        "the caller's hold and hang-up did not complete"
+    );
+    assert!(
+        callee.await.unwrap().status.success(),
+        "the callee did not see the hold re-INVITE"
+    );
+}

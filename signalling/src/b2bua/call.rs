@@ -40,8 +40,24 @@ struct Fork {
     final_status: Option<u16>,
 }
 
+/// A re-INVITE or UPDATE being passed from one party to the other.
+struct Pending {
+    from_caller: bool,
+    original: Request,
+    /// Branch of the original, to recognise its retransmissions.
+    original_branch: String,
+    /// Branch of what we forwarded, to match the answer.
+    branch: String,
+    forwarded: Bytes,
+    destination: SocketAddr,
+    cseq: u32,
+    /// Our answer to the original, once there is one (sent again on retransmissions).
+    answered: Option<Bytes>,
+}
+
 struct State {
     phase: Phase,
+    pending: Option<Pending>,
     forks: Vec<Fork>,
     /// The fork that answered: where in-dialog requests go.
     winner: Option<usize>,
@@ -196,6 +212,7 @@ impl Call {
             a_invite,
             state: Mutex::new(State {
                 phase: Phase::Calling,
+                pending: None,
                 forks,
                 winner: None,
                 last_to_caller: trying,
@@ -234,6 +251,17 @@ impl Call {
             .top_via()
             .ok()
             .and_then(|v| v.branch().map(str::to_string));
+        let passed_on = {
+            let state = self.state.lock().expect("call lock");
+            state
+                .pending
+                .as_ref()
+                .is_some_and(|p| Some(&p.branch) == branch.as_ref() && p.answered.is_none())
+        };
+        if passed_on {
+            self.answer_passed_on(&response).await;
+            return;
+        }
         let fork = {
             let state = self.state.lock().expect("call lock");
             state
@@ -414,9 +442,284 @@ impl Call {
                 }
                 respond(StatusCode::OK)
             }
-            // re-INVITE, UPDATE, INFO…: relayed in a later step of issue #4.
+            (Method::Invite | Method::Update, from_caller) => {
+                self.pass_on(request, from_caller).await
+            }
+            // INFO, MESSAGE, REFER…: not relayed yet (issue #4).
             _ => respond(StatusCode::NOT_IMPLEMENTED),
         }
+    }
+
+    /// Passes a re-INVITE or UPDATE of an answered call to the other party, with its SDP pointed
+    /// at the relay (and the relay leg pointed at the sender's new address).
+    async fn pass_on(self: &Arc<Self>, request: &Request, from_caller: bool) -> Option<Bytes> {
+        let respond =
+            |status: StatusCode| ResponseBuilder::for_request(request, status).build().ok();
+        let branch = request
+            .headers()
+            .top_via()
+            .ok()
+            .and_then(|v| v.branch().map(str::to_string))?;
+        {
+            let state = self.state.lock().expect("call lock");
+            if state.phase != Phase::Answered {
+                return respond(StatusCode::REQUEST_PENDING);
+            }
+            if let Some(pending) = &state.pending {
+                if pending.original_branch == branch {
+                    // A retransmission: our answer again, or the request passed on again (it may
+                    // have been lost) while we wait for one.
+                    if let Some(answer) = &pending.answered {
+                        return Some(answer.clone());
+                    }
+                    let (forwarded, destination) = (pending.forwarded.clone(), pending.destination);
+                    drop(state);
+                    let socket = self.socket.clone();
+                    tokio::spawn(async move { socket.send_to(&forwarded, destination).await });
+                    return None;
+                }
+                if pending.answered.is_none() {
+                    return respond(StatusCode::REQUEST_PENDING);
+                }
+            }
+        }
+        let (from_leg, to_leg) = if from_caller {
+            ("a", self.anchor.b)
+        } else {
+            ("b", self.anchor.a)
+        };
+        let mut body = None;
+        if let Ok(offer) = std::str::from_utf8(request.body())
+            && let Ok(media) = sdp::audio_endpoint(offer)
+        {
+            let rtp = SocketAddr::new(media.address, media.port);
+            if let Err(error) = self
+                .pool
+                .point(&self.anchor, from_leg, rtp, media.rtcp_mux, &media.rtpmaps)
+                .await
+            {
+                tracing::warn!(%error, "cannot re-point a relay leg");
+            }
+            body = Some(sdp::anchor(offer, to_leg.address, to_leg.port));
+        }
+        let method = request.method().clone();
+        let Some((forwarded, sent_branch, cseq, destination)) =
+            self.in_dialog(from_caller, method, body)
+        else {
+            return respond(StatusCode::SERVER_INTERNAL_ERROR);
+        };
+        self.state.lock().expect("call lock").pending = Some(Pending {
+            from_caller,
+            original: request.clone(),
+            original_branch: branch,
+            branch: sent_branch,
+            forwarded: forwarded.clone(),
+            destination,
+            cseq,
+            answered: None,
+        });
+        self.send(&forwarded, destination).await;
+        None
+    }
+
+    /// The other party answered a request we passed on: answer the original the same way.
+    async fn answer_passed_on(self: &Arc<Self>, response: &Response) {
+        let status = response.status();
+        if status.is_provisional() {
+            return;
+        }
+        let Some((from_caller, original, cseq, destination, branch)) = self
+            .state
+            .lock()
+            .expect("call lock")
+            .pending
+            .as_ref()
+            .map(|p| {
+                (
+                    p.from_caller,
+                    p.original.clone(),
+                    p.cseq,
+                    p.destination,
+                    p.branch.clone(),
+                )
+            })
+        else {
+            return;
+        };
+        let (answering_leg, original_leg) = if from_caller {
+            ("b", self.anchor.a)
+        } else {
+            ("a", self.anchor.b)
+        };
+        let mut builder = ResponseBuilder::for_request(&original, status);
+        if let Ok(answer) = std::str::from_utf8(response.body())
+            && let Ok(media) = sdp::audio_endpoint(answer)
+        {
+            let rtp = SocketAddr::new(media.address, media.port);
+            if let Err(error) = self
+                .pool
+                .point(
+                    &self.anchor,
+                    answering_leg,
+                    rtp,
+                    media.rtcp_mux,
+                    &media.rtpmaps,
+                )
+                .await
+            {
+                tracing::warn!(%error, "cannot re-point a relay leg");
+            }
+            builder = builder.body(
+                "application/sdp",
+                Bytes::from(sdp::anchor(answer, original_leg.address, original_leg.port)),
+            );
+        }
+        if status.is_success() {
+            builder = builder.header(
+                HeaderName::Contact,
+                format!("<sip:centrex@{}>", self.advertise),
+            );
+        }
+        let Ok(answer) = builder.build() else { return };
+        if let Some(pending) = self.state.lock().expect("call lock").pending.as_mut() {
+            pending.answered = Some(answer.clone());
+        }
+        if from_caller {
+            self.send_to_caller(&answer).await;
+        } else {
+            self.send_to_callee(&answer).await;
+        }
+        // Our own INVITE transaction with the answering party ends with our ACK.
+        if original.method() == &Method::Invite {
+            let to = response
+                .headers()
+                .get(HeaderName::To)
+                .unwrap_or_default()
+                .to_string();
+            let ack_branch = if status.is_success() {
+                format!("z9hG4bK{}", tag())
+            } else {
+                branch
+            };
+            if let Some(ack) = self.ack_in_dialog(from_caller, &to, cseq, &ack_branch) {
+                self.send(&ack, destination).await;
+            }
+        }
+    }
+
+    /// A request in our dialog with the callee (`to_callee`) or the caller, with the next CSeq:
+    /// `(bytes, branch, cseq, destination)`.
+    fn in_dialog(
+        &self,
+        to_callee: bool,
+        method: Method,
+        body: Option<String>,
+    ) -> Option<(Bytes, String, u32, SocketAddr)> {
+        let branch = format!("z9hG4bK{}", tag());
+        let via = format!("SIP/2.0/UDP {};branch={branch};rport", self.advertise);
+        let mut state = self.state.lock().expect("call lock");
+        let (uri, from, to, call_id, cseq, destination) = if to_callee {
+            let winner = state.winner?;
+            state.cseq_to_b += 1;
+            let to = match &state.b_to_tag {
+                Some(tag) => format!("{};tag={tag}", self.b_to),
+                None => self.b_to.clone(),
+            };
+            let uri = state
+                .b_target
+                .clone()
+                .unwrap_or_else(|| state.forks[winner].uri.clone());
+            (
+                uri,
+                self.b_from.clone(),
+                to,
+                self.b_call_id.clone(),
+                state.cseq_to_b,
+                state.forks[winner].destination,
+            )
+        } else {
+            state.cseq_to_a += 1;
+            let headers = self.a_invite.headers();
+            let uri = headers
+                .contacts()
+                .next()
+                .and_then(Result::ok)
+                .and_then(|c| c.address().map(|a| a.uri().as_str().to_string()))
+                .unwrap_or_else(|| self.a_invite.uri_str().to_string());
+            let from = format!(
+                "{};tag={}",
+                headers.get(HeaderName::To).unwrap_or_default(),
+                self.a_to_tag
+            );
+            let to = headers
+                .get(HeaderName::From)
+                .unwrap_or_default()
+                .to_string();
+            (
+                uri,
+                from,
+                to,
+                self.a_call_id.clone(),
+                state.cseq_to_a,
+                self.a_source,
+            )
+        };
+        drop(state);
+        let mut builder = RequestBuilder::new(method.clone(), uri)
+            .header(HeaderName::Via, via)
+            .header(HeaderName::MaxForwards, "70")
+            .header(HeaderName::From, from)
+            .header(HeaderName::To, to)
+            .header(HeaderName::CallId, call_id)
+            .header(HeaderName::CSeq, format!("{cseq} {method}"))
+            .header(
+                HeaderName::Contact,
+                format!("<sip:centrex@{}>", self.advertise),
+            );
+        if let Some(body) = body {
+            builder = builder.body("application/sdp", Bytes::from(body));
+        }
+        Some((builder.build().ok()?, branch, cseq, destination))
+    }
+
+    /// The ACK of a re-INVITE we sent (`to_callee` or to the caller), answered with `to`.
+    fn ack_in_dialog(&self, to_callee: bool, to: &str, cseq: u32, branch: &str) -> Option<Bytes> {
+        let state = self.state.lock().expect("call lock");
+        let (uri, from, call_id) = if to_callee {
+            let winner = state.winner?;
+            let uri = state
+                .b_target
+                .clone()
+                .unwrap_or_else(|| state.forks[winner].uri.clone());
+            (uri, self.b_from.clone(), self.b_call_id.clone())
+        } else {
+            let headers = self.a_invite.headers();
+            let uri = headers
+                .contacts()
+                .next()
+                .and_then(Result::ok)
+                .and_then(|c| c.address().map(|a| a.uri().as_str().to_string()))
+                .unwrap_or_else(|| self.a_invite.uri_str().to_string());
+            let from = format!(
+                "{};tag={}",
+                headers.get(HeaderName::To).unwrap_or_default(),
+                self.a_to_tag
+            );
+            (uri, from, self.a_call_id.clone())
+        };
+        drop(state);
+        RequestBuilder::new(Method::Ack, uri)
+            .header(
+                HeaderName::Via,
+                format!("SIP/2.0/UDP {};branch={branch};rport", self.advertise),
+            )
+            .header(HeaderName::MaxForwards, "70")
+            .header(HeaderName::From, from)
+            .header(HeaderName::To, to.to_string())
+            .header(HeaderName::CallId, call_id)
+            .header(HeaderName::CSeq, format!("{cseq} ACK"))
+            .build()
+            .ok()
     }
 
     /// Ends the call: media released, the call forgotten after absorbing retransmissions.

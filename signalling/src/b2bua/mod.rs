@@ -2,8 +2,8 @@
 //! caller's with us (leg A) and ours with the callee (leg B) — with the audio anchored on a media
 //! node, so neither party learns the other's address.
 //!
-//! Scope so far: UDP, forking to every binding of the callee, INVITE / 1xx / 2xx / ACK / BYE / CANCEL and
-//! failures relayed; dialog state in memory (the store holds it from issue #6 on).
+//! Scope so far: UDP, forking to every binding of the callee, INVITE / 1xx / 2xx / ACK / BYE / CANCEL,
+//! re-INVITE and UPDATE passed through with their SDP anchored, failures relayed; dialog state in memory (the store holds it from issue #6 on).
 
 mod call;
 
