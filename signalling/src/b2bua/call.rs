@@ -639,19 +639,10 @@ impl Call {
             )
         } else {
             state.cseq_to_a += 1;
-            let headers = self.a_invite.headers();
-            let uri = headers
-                .contacts()
-                .next()
-                .and_then(Result::ok)
-                .and_then(|c| c.address().map(|a| a.uri().as_str().to_string()))
-                .unwrap_or_else(|| self.a_invite.uri_str().to_string());
-            let from = format!(
-                "{};tag={}",
-                headers.get(HeaderName::To).unwrap_or_default(),
-                self.a_to_tag
-            );
-            let to = headers
+            let (uri, from) = self.caller_dialog();
+            let to = self
+                .a_invite
+                .headers()
                 .get(HeaderName::From)
                 .unwrap_or_default()
                 .to_string();
@@ -693,18 +684,7 @@ impl Call {
                 .unwrap_or_else(|| state.forks[winner].uri.clone());
             (uri, self.b_from.clone(), self.b_call_id.clone())
         } else {
-            let headers = self.a_invite.headers();
-            let uri = headers
-                .contacts()
-                .next()
-                .and_then(Result::ok)
-                .and_then(|c| c.address().map(|a| a.uri().as_str().to_string()))
-                .unwrap_or_else(|| self.a_invite.uri_str().to_string());
-            let from = format!(
-                "{};tag={}",
-                headers.get(HeaderName::To).unwrap_or_default(),
-                self.a_to_tag
-            );
+            let (uri, from) = self.caller_dialog();
             (uri, from, self.a_call_id.clone())
         };
         drop(state);
@@ -961,7 +941,9 @@ impl Call {
     }
 
     /// BYE to the caller: we are the UAS of that dialog, so From and To are the INVITE's swapped.
-    async fn bye_caller(&self) {
+    /// The caller's dialog as we address it: their Contact (the target of our requests) and our
+    /// From (their To with our tag — we are the UAS of that dialog).
+    fn caller_dialog(&self) -> (String, String) {
         let headers = self.a_invite.headers();
         let target = headers
             .contacts()
@@ -969,6 +951,17 @@ impl Call {
             .and_then(Result::ok)
             .and_then(|c| c.address().map(|a| a.uri().as_str().to_string()))
             .unwrap_or_else(|| self.a_invite.uri_str().to_string());
+        let from = format!(
+            "{};tag={}",
+            headers.get(HeaderName::To).unwrap_or_default(),
+            self.a_to_tag
+        );
+        (target, from)
+    }
+
+    async fn bye_caller(&self) {
+        let headers = self.a_invite.headers();
+        let (target, from) = self.caller_dialog();
         let cseq = {
             let mut state = self.state.lock().expect("call lock");
             state.cseq_to_a += 1;
@@ -984,14 +977,7 @@ impl Call {
                 ),
             )
             .header(HeaderName::MaxForwards, "70")
-            .header(
-                HeaderName::From,
-                format!(
-                    "{};tag={}",
-                    headers.get(HeaderName::To).unwrap_or_default(),
-                    self.a_to_tag
-                ),
-            )
+            .header(HeaderName::From, from)
             .header(
                 HeaderName::To,
                 headers
