@@ -153,3 +153,23 @@ pub fn free_ports() -> [u16; 2] {
     let listeners = [0; 2].map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port"));
     listeners.map(|l| l.local_addr().expect("local addr").port())
 }
+
+/// How long [`eventually`] waits for a condition.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// Polls `probe` until it returns `Some`, for at most [`PATIENCE`]; fails naming `what`
+/// otherwise. The one way tests wait for something: on the condition, with a deadline.
+pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        sleep(Duration::from_millis(20)).await;
+    }
+}

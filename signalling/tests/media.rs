@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use centrex_coord::Store;
 use centrex_coord::store::MemoryStore;
+use centrex_coord::testing::eventually;
 use centrex_media_node::{Config, MediaNode};
 use centrex_signalling::media::MediaPool;
 use tokio::net::UdpSocket;
@@ -30,14 +31,9 @@ async fn pool_with(nodes: &[(&str, u32)]) -> MediaPool {
         node(&store, id, *capacity).await;
     }
     let pool = MediaPool::new(store, "default", "default");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while pool.nodes().await.unwrap().len() < nodes.len() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "media nodes never registered"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let expected = nodes.len();
+    let registered = || async { (pool.nodes().await.unwrap().len() >= expected).then_some(()) };
+    eventually("media nodes to register", registered).await;
     pool
 }
 

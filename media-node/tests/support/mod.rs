@@ -3,7 +3,6 @@
 
 #![allow(dead_code)]
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,11 +16,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tokio::time::{Instant, sleep, timeout};
+use tokio::time::timeout;
 use tonic::transport::Channel;
-
-/// How long anything a test waits for may take before the test fails.
-pub const PATIENCE: Duration = Duration::from_secs(10);
 
 /// A configuration on 127.0.0.1 with `ports`, ephemeral gRPC/HTTP ports and one worker.
 pub fn config(ports: (u16, u16)) -> Config {
@@ -258,18 +254,6 @@ pub fn seq_of(packet: &[u8]) -> u16 {
     u16::from_be_bytes([packet[2], packet[3]])
 }
 
-/// Polls `check` until it yields a value, failing the test after [`PATIENCE`].
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        sleep(Duration::from_millis(20)).await;
-    }
-}
+// Not every test binary waits on a condition.
+#[allow(unused_imports)]
+pub use centrex_coord::testing::{PATIENCE, eventually};

@@ -7,10 +7,10 @@ use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
 use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::Arc;
-use std::time::Duration;
 
 use centrex_coord::snapshot::{self as snap, DigestCredentials, TenantSnapshot};
 use centrex_coord::store::MemoryStore;
+use centrex_coord::testing::eventually;
 use centrex_coord::{Store, keys};
 use centrex_signalling::auth::authenticator::Authenticator;
 use centrex_signalling::auth::digest::Algorithm;
@@ -91,14 +91,10 @@ impl Platform {
             let (directory, shared) = (directory.clone(), shared.clone());
             async move { directory.follow(shared).await }
         });
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while directory.tenant(DOMAIN).is_none() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "tenant never reached the directory"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        eventually("the tenant to reach the directory", || async {
+            directory.tenant(DOMAIN).map(|_| ())
+        })
+        .await;
         let media_grpc = media_node(&shared).await;
         let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let sip = socket.local_addr().unwrap();
@@ -132,20 +128,14 @@ async fn media_node(store: &Arc<dyn Store>) -> SocketAddr {
         .unwrap();
     let grpc = node.grpc_addr();
     tokio::spawn(node.run(std::future::pending()));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while store
-        .list(&keys::media_nodes("default", "default"))
-        .await
-        .unwrap()
-        .0
-        .is_empty()
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the media node never registered"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("the media node to register", || async {
+        let (nodes, _) = store
+            .list(&keys::media_nodes("default", "default"))
+            .await
+            .unwrap();
+        (!nodes.is_empty()).then_some(())
+    })
+    .await;
     grpc
 }
 
