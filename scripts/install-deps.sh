@@ -7,6 +7,7 @@ need_apt=()
 command -v protoc >/dev/null || need_apt+=(protobuf-compiler)   # etcd-client and proto/ build scripts
 command -v etcd >/dev/null || need_apt+=(etcd-server)           # the store contract tests run a real etcd
 command -v sipp >/dev/null || need_apt+=(sip-tester)            # SIP tests drive real peers
+command -v baresip >/dev/null || need_apt+=(baresip-core)       # the audio test calls between two real softphones
 command -v python3 >/dev/null || need_apt+=(python3 python3-venv) # the offline chart checks
 
 if ((${#need_apt[@]})); then
