@@ -24,7 +24,7 @@ crds:
 lint: deps
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	shellcheck scripts/*.sh .ci/run
+	shellcheck scripts/*.sh kind-tests/*.sh kind-tests/*/*.sh .ci/run
 
 fmt:
 	cargo fmt --all
