@@ -5,6 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use crate::config::{Config, ConfigError, PortRange};
+use crate::relay::Backend;
 
 /// `media-node`: runs an RTP relay node; `media-node drain` drains the local one.
 #[derive(Debug, clap::Args)]
@@ -46,6 +47,10 @@ pub struct MediaNodeArgs {
     /// latency under heavy load at the cost of showing the core busy.
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     pub busy_poll: Duration,
+    /// Data-plane I/O: auto (io_uring where the kernel allows it, else epoll), epoll or
+    /// io-uring.
+    #[arg(long, default_value = "auto")]
+    pub relay_backend: Backend,
     /// Data-plane threads; default: one per core.
     #[arg(long)]
     pub workers: Option<usize>,
@@ -115,6 +120,7 @@ impl MediaNodeArgs {
         config.drain_timeout = self.drain_timeout;
         config.idle_timeout = self.idle_timeout;
         config.busy_poll = self.busy_poll;
+        config.relay_backend = self.relay_backend;
         config.grpc_addr = self.grpc_addr;
         config.http_addr = self.http_addr;
         if let Some(workers) = self.workers {
