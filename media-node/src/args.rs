@@ -210,6 +210,27 @@ mod tests {
     }
 
     #[test]
+    fn the_relay_backend_is_auto_unless_a_flag_names_one() {
+        let base = [
+            "--pool=p",
+            "--node-id=n",
+            "--etcd-endpoints=http://e:2379",
+            "--advertise=192.0.2.1",
+        ];
+        let config = |extra: &[&str]| {
+            let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+            parse(&args).map(|a| a.config().unwrap().relay_backend)
+        };
+        assert_eq!(config(&[]).unwrap(), Backend::Auto);
+        assert_eq!(config(&["--relay-backend=epoll"]).unwrap(), Backend::Epoll);
+        assert_eq!(
+            config(&["--relay-backend=io-uring"]).unwrap(),
+            Backend::IoUring
+        );
+        assert!(config(&["--relay-backend=dpdk"]).is_err());
+    }
+
+    #[test]
     fn durations_take_a_unit_or_mean_seconds() {
         assert_eq!(parse_duration("3600s"), Ok(Duration::from_secs(3600)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));

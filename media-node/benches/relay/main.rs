@@ -63,6 +63,9 @@ struct Forwarder {
     best: Option<Step>,
     /// CPU share of the worker thread during the best step.
     best_cpu: f64,
+    /// Worker CPU per relayed packet (s) on each passed rung, by offered rate: forwarders
+    /// compared at the same load, whatever their best.
+    cost: std::collections::BTreeMap<u64, f64>,
     climbing: bool,
     generator_bound: bool,
     /// At 80 % of the best rate: p50, p99, p99 of the median window (ns), CPU per packet (ns).
@@ -77,6 +80,7 @@ impl Forwarder {
             thread,
             best: None,
             best_cpu: 0.0,
+            cost: std::collections::BTreeMap::new(),
             climbing: true,
             generator_bound: false,
             latency: None,
@@ -146,6 +150,24 @@ fn main() {
         measure_latency(&mut generator, forwarder);
     }
     report(&forwarders);
+    // io_uring may hand work to kernel threads of the process (io-wq workers, an SQPOLL
+    // thread), whose CPU would not show in the worker's: the relay uses neither, checked here.
+    let helpers: Vec<i32> = ["iou-wrk", "iou-sqp"]
+        .iter()
+        .flat_map(|prefix| system::find_threads_with_prefix(prefix))
+        .collect();
+    let helper_cpu: Duration = helpers.iter().map(|&tid| system::thread_cpu(tid)).sum();
+    if helpers.is_empty() {
+        println!(
+            "io_uring kernel helper threads: none, the worker thread's CPU is all the relay's"
+        );
+    } else {
+        println!(
+            "io_uring kernel helper threads: {} with {:.3} s of CPU, to add to the io_uring relay's",
+            helpers.len(),
+            helper_cpu.as_secs_f64()
+        );
+    }
     println!(
         "run time {:.0} s; CPU busy after the run: {}",
         run_start.elapsed().as_secs_f64(),
@@ -269,6 +291,11 @@ fn rung(generator: &mut Generator, forwarder: &mut Forwarder, rate: u64) -> bool
     );
     forwarder.generator_bound |= passed && step.behind();
     let climbing = passed && !step.behind();
+    if passed {
+        forwarder
+            .cost
+            .insert(rate, used.as_secs_f64() / step.received.max(1) as f64);
+    }
     if passed && step.relayed_pps() > forwarder.best_pps() {
         forwarder.best = Some(step);
         forwarder.best_cpu = share;
@@ -408,6 +435,28 @@ fn report(forwarders: &[Forwarder]) {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
+        // The same load for all: the highest rung that every forwarder passed.
+        let measured: Vec<&Forwarder> = forwarders.iter().filter(|f| !f.cost.is_empty()).collect();
+        let common = measured
+            .iter()
+            .map(|f| {
+                f.cost
+                    .keys()
+                    .copied()
+                    .collect::<std::collections::BTreeSet<u64>>()
+            })
+            .reduce(|a, b| &a & &b)
+            .and_then(|rates| rates.last().copied());
+        if let Some(rate) = common {
+            println!(
+                "CPU per relayed packet at the same load ({rate} pps, the highest rung all passed): {}",
+                measured
+                    .iter()
+                    .map(|f| format!("{} {:.2} µs", f.name, f.cost[&rate] * 1e6))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
         println!("targets: ≥ 300,000 pps per core, ≥ 90 % of the reference, p99 < 200 µs at 80 %");
     }
 }
