@@ -29,9 +29,11 @@ RUN mkdir /recipe \
        done
 
 FROM ${BUILDER_BASE} AS build
-# protoc for the gRPC contracts (proto/build.rs).
+# protoc for the gRPC contracts (proto/build.rs, etcd-client), with the well-known types
+# (google/protobuf/*.proto) that etcd-client's protos import: libprotobuf-dev, which is only a
+# recommendation of protobuf-compiler.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends protobuf-compiler \
+    && apt-get install -y --no-install-recommends protobuf-compiler libprotobuf-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY --from=recipe /recipe ./
