@@ -98,6 +98,8 @@ pub enum Completion {
 
 /// The page-aligned ring of provided-buffer descriptors and the buffers themselves.
 struct BufferRing {
+    /// How many (a power of two).
+    count: u16,
     entries: NonNull<BufRingEntry>,
     buffers: NonNull<u8>,
     /// The tail the worker has written; published to the kernel by [`BufferRing::publish`].
@@ -106,27 +108,32 @@ struct BufferRing {
 }
 
 impl BufferRing {
-    fn entries_layout() -> Layout {
-        Layout::from_size_align(BUFFERS as usize * size_of::<BufRingEntry>(), 4096)
+    fn entries_layout(count: u16) -> Layout {
+        Layout::from_size_align(usize::from(count) * size_of::<BufRingEntry>(), 4096)
             .expect("a valid layout")
     }
 
-    fn buffers_layout() -> Layout {
-        Layout::from_size_align(BUFFERS as usize * STRIDE, 64).expect("a valid layout")
+    fn buffers_layout(count: u16) -> Layout {
+        Layout::from_size_align(usize::from(count) * STRIDE, 64).expect("a valid layout")
     }
 
-    fn new() -> io::Result<Self> {
-        // SAFETY: both layouts have a non-zero size.
+    fn new(count: u16) -> io::Result<Self> {
+        assert!(
+            count.is_power_of_two(),
+            "provided buffers come in a power of two"
+        );
+        // SAFETY: both layouts have a non-zero size (count is at least 1).
         let (entries, buffers) = unsafe {
             (
-                alloc_zeroed(Self::entries_layout()),
-                alloc_zeroed(Self::buffers_layout()),
+                alloc_zeroed(Self::entries_layout(count)),
+                alloc_zeroed(Self::buffers_layout(count)),
             )
         };
         let out_of_memory = || io::Error::from(io::ErrorKind::OutOfMemory);
         let entries = NonNull::new(entries.cast::<BufRingEntry>()).ok_or_else(out_of_memory)?;
         let buffers = NonNull::new(buffers).ok_or_else(out_of_memory)?;
         Ok(Self {
+            count,
             entries,
             buffers,
             tail: 0,
@@ -136,7 +143,7 @@ impl BufferRing {
 
     /// Hands buffer `id` to the kernel at the next [`BufferRing::publish`].
     fn give(&mut self, id: u16) {
-        let slot = usize::from(self.tail & (BUFFERS - 1));
+        let slot = usize::from(self.tail & (self.count - 1));
         // SAFETY: `slot` is in the allocation; the kernel reads descriptors only up to the
         // published tail, and this one is past it. The tail itself lives in descriptor 0's
         // reserved field, which the setters below do not touch.
@@ -160,8 +167,8 @@ impl BufferRing {
     }
 
     fn address(&self, id: u16) -> *mut u8 {
-        debug_assert!(id < BUFFERS);
-        // SAFETY: `id < BUFFERS`, so the offset stays inside the allocation.
+        assert!(id < self.count, "buffer ids come from this ring");
+        // SAFETY: `id < count`, so the offset stays inside the allocation.
         unsafe { self.buffers.as_ptr().add(usize::from(id) * STRIDE) }
     }
 
@@ -180,8 +187,11 @@ impl Drop for BufferRing {
         // SAFETY: allocated in `new` with these layouts; the ring that shared them has
         // unregistered them (`Ring::drop` drops a registered BufferRing only then).
         unsafe {
-            dealloc(self.entries.as_ptr().cast(), Self::entries_layout());
-            dealloc(self.buffers.as_ptr(), Self::buffers_layout());
+            dealloc(
+                self.entries.as_ptr().cast(),
+                Self::entries_layout(self.count),
+            );
+            dealloc(self.buffers.as_ptr(), Self::buffers_layout(self.count));
         }
     }
 }
@@ -200,14 +210,15 @@ pub struct Ring {
     contexts: Box<[u64]>,
 }
 
-// SAFETY: the raw pointers point into allocations the ring owns, which move with it; a worker
-// creates its ring on its own thread and uses it there only (IORING_SETUP_SINGLE_ISSUER).
-unsafe impl Send for Ring {}
-
 impl Ring {
     /// Sets up a ring with deferred task running (Linux 6.1 or later, which also has the
     /// multishot receive and the destination address on `SEND` this module relies on).
     pub fn new() -> io::Result<Self> {
+        Self::with_buffers(BUFFERS)
+    }
+
+    /// A ring with `count` provided buffers (a power of two, at most 32,768).
+    fn with_buffers(count: u16) -> io::Result<Self> {
         let ring = IoUring::builder()
             // One thread submits, and the kernel runs completion work only when that thread
             // asks for completions: no interrupting the worker mid-loop.
@@ -217,13 +228,13 @@ impl Ring {
             .setup_submit_all()
             .setup_cqsize(COMPLETIONS)
             .build(SUBMISSIONS)?;
-        let mut buffers = ManuallyDrop::new(BufferRing::new()?);
-        // SAFETY: the descriptors are page-aligned, BUFFERS long, and stay allocated until
+        let mut buffers = ManuallyDrop::new(BufferRing::new(count)?);
+        // SAFETY: the descriptors are page-aligned, `count` long, and stay allocated until
         // they are unregistered (`Ring::drop`) or leaked.
         let registered = unsafe {
             ring.submitter().register_buf_ring_with_flags(
                 buffers.entries.as_ptr() as u64,
-                BUFFERS,
+                count,
                 GROUP,
                 0,
             )
@@ -233,7 +244,7 @@ impl Ring {
             unsafe { ManuallyDrop::drop(&mut buffers) };
             return Err(error);
         }
-        for id in 0..BUFFERS {
+        for id in 0..count {
             buffers.give(id);
         }
         buffers.publish();
@@ -245,8 +256,8 @@ impl Ring {
             ring,
             buffers,
             receive_header,
-            destinations: vec![nowhere; usize::from(BUFFERS)].into_boxed_slice(),
-            contexts: vec![0; usize::from(BUFFERS)].into_boxed_slice(),
+            destinations: vec![nowhere; usize::from(count)].into_boxed_slice(),
+            contexts: vec![0; usize::from(count)].into_boxed_slice(),
         })
     }
 
@@ -613,6 +624,50 @@ mod tests {
         };
         assert!(ring.datagram(&buffer).truncated);
         ring.recycle(buffer);
+    }
+
+    #[test]
+    fn a_receive_that_ran_out_of_buffers_goes_on_once_armed_again() {
+        let Ok(mut ring) = Ring::with_buffers(2) else {
+            return;
+        };
+        let relay = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        ring.receive_on(relay.as_raw_fd(), 3).unwrap();
+        for n in 0..5u8 {
+            peer.send_to(&[n; 4], relay.local_addr().unwrap()).unwrap();
+        }
+        let (mut seen, mut held, mut completions) = (Vec::new(), Vec::new(), Vec::new());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while seen.len() < 5 {
+            assert!(Instant::now() < deadline, "received {seen:?}");
+            ring.submit_and_wait(true).unwrap();
+            ring.completions(&mut completions);
+            for completion in completions.drain(..) {
+                let Completion::Received {
+                    buffer,
+                    error,
+                    more,
+                    ..
+                } = completion
+                else {
+                    panic!("unexpected {completion:?}");
+                };
+                if let Some(buffer) = buffer {
+                    seen.push(ring.datagram(&buffer).data[0]);
+                    held.push(buffer);
+                }
+                if !more {
+                    // Both buffers held: the kernel ends the receive rather than drop.
+                    assert_eq!(error, Some(libc::ENOBUFS));
+                    for buffer in held.drain(..) {
+                        ring.recycle(buffer);
+                    }
+                    ring.rearm(relay.as_raw_fd(), 3).unwrap();
+                }
+            }
+        }
+        assert_eq!(seen, [0, 1, 2, 3, 4]);
     }
 
     #[test]
