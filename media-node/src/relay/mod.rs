@@ -69,6 +69,12 @@ impl Backend {
     }
 }
 
+/// Whether this kernel lets the io_uring backend start (tried by setting up, then dropping, the
+/// ring a worker would use).
+pub fn io_uring_available() -> bool {
+    uring::Ring::new().is_ok()
+}
+
 impl fmt::Display for Backend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
