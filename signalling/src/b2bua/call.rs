@@ -279,7 +279,9 @@ impl Call {
             let actions = state.forks[fork].tx.on_response(status, Instant::now());
             (actions, state.phase, state.winner)
         };
-        if (200..300).contains(&status) && phase == Phase::Answered {
+        let answered_before =
+            phase == Phase::Answered || (phase == Phase::Ended && winner.is_some());
+        if (200..300).contains(&status) && answered_before {
             if winner == Some(fork) {
                 // A retransmitted 2xx: our ACK was lost, send it again.
                 self.ack_2xx().await;
@@ -289,9 +291,16 @@ impl Call {
             }
             return;
         }
+        if (200..300).contains(&status) && phase == Phase::Ended {
+            // The caller gave up (CANCEL, timeout) as this phone answered.
+            self.ack_and_bye_late_answer(fork, &response).await;
+            return;
+        }
         for action in actions {
             match action {
                 Action::SendAck => self.ack_failure(fork, &response).await,
+                // The caller has its final answer already.
+                Action::Deliver(_) if phase == Phase::Ended => {}
                 Action::Deliver(status) if status >= 300 => {
                     self.fork_failed(fork, status, &response).await
                 }

@@ -7,7 +7,7 @@
 
 mod call;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -35,6 +35,9 @@ pub struct B2bua {
     advertise: OnceLock<SocketAddr>,
     /// Calls by the Call-ID of either leg.
     calls: Mutex<HashMap<String, Arc<Call>>>,
+    /// Call-IDs of INVITEs being set up (authenticated, media being anchored): their
+    /// retransmissions are absorbed instead of being authenticated again.
+    starting: Mutex<HashSet<String>>,
 }
 
 impl B2bua {
@@ -47,6 +50,7 @@ impl B2bua {
             socket: OnceLock::new(),
             advertise: OnceLock::new(),
             calls: Mutex::default(),
+            starting: Mutex::default(),
         }
     }
 
@@ -59,8 +63,9 @@ impl B2bua {
     /// A new INVITE (no To tag) from `source`; returns the immediate answer.
     pub async fn invite(self: &Arc<Self>, request: Request, source: SocketAddr) -> Option<Bytes> {
         let call_id = request.headers().call_id().ok()?.to_string();
+        // A retransmission gets the latest answer again, or nothing while the call is set up.
+        let _starting = Starting::claim(&self.starting, call_id.clone())?;
         if let Some(call) = self.find(&call_id) {
-            // A retransmission: the latest answer again.
             return call.last_answer_to_caller();
         }
         let (Some(socket), Some(&advertise)) = (self.socket.get(), self.advertise.get()) else {
@@ -192,6 +197,29 @@ impl B2bua {
     /// Calls in progress.
     pub fn active_calls(&self) -> usize {
         self.calls.lock().expect("calls lock").len() / 2
+    }
+}
+
+/// Marks a Call-ID as being set up for as long as it lives.
+struct Starting<'a> {
+    set: &'a Mutex<HashSet<String>>,
+    call_id: String,
+}
+
+impl<'a> Starting<'a> {
+    /// `None` when the Call-ID is already being set up.
+    fn claim(set: &'a Mutex<HashSet<String>>, call_id: String) -> Option<Self> {
+        let claimed = set.lock().expect("starting lock").insert(call_id.clone());
+        claimed.then_some(Self { set, call_id })
+    }
+}
+
+impl Drop for Starting<'_> {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .expect("starting lock")
+            .remove(&self.call_id);
     }
 }
 
