@@ -3,7 +3,9 @@
 pub mod auth;
 pub mod b2bua;
 pub mod directory;
+pub mod http;
 pub mod media;
+pub mod metrics;
 pub mod registrar;
 pub mod sdp;
 pub mod server;

@@ -1,6 +1,7 @@
 //! The signalling server: transports in, transaction layer, dispatch by method.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -12,6 +13,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use crate::auth::authenticator::Authenticator;
 use crate::b2bua::B2bua;
 use crate::directory::Directory;
+use crate::metrics::Metrics;
 use crate::registrar::Registrar;
 use crate::registrar::plan::ExpiryPolicy;
 use crate::sip::{
@@ -36,6 +38,11 @@ pub struct Server {
     advertise: Option<std::net::IpAddr>,
     transactions: Mutex<ServerTransactions>,
     limits: Limits,
+    metrics: Metrics,
+    draining: AtomicBool,
+    /// When a drain gives up waiting for calls; set when draining starts.
+    drain_deadline: Mutex<Option<Instant>>,
+    drain_timeout: Duration,
 }
 
 impl Server {
@@ -50,7 +57,46 @@ impl Server {
             advertise: None,
             transactions: Mutex::new(ServerTransactions::new(TRANSACTIONS, TIMER_J_UDP)),
             limits: Limits::default(),
+            metrics: Metrics::default(),
+            draining: AtomicBool::new(false),
+            drain_deadline: Mutex::new(None),
+            drain_timeout: Duration::from_secs(300),
         }
+    }
+
+    /// How long a drain waits for calls to end.
+    pub fn with_drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
+    }
+
+    /// Stops taking new calls (they get 503, so phones try another instance); calls in progress,
+    /// registrations and everything else keep being served. Idempotent.
+    pub fn drain(&self) {
+        if !self.draining.swap(true, Ordering::SeqCst) {
+            *self.drain_deadline.lock().expect("drain lock") =
+                Some(Instant::now() + self.drain_timeout);
+            tracing::info!(
+                active_calls = self.active_calls(),
+                timeout = ?self.drain_timeout,
+                "draining: new calls refused"
+            );
+        }
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Draining, and no call is left or the drain timeout has passed.
+    pub fn is_drained(&self) -> bool {
+        let deadline = *self.drain_deadline.lock().expect("drain lock");
+        deadline.is_some_and(|deadline| self.active_calls() == 0 || Instant::now() >= deadline)
+    }
+
+    /// `/metrics` text.
+    pub fn render_metrics(&self) -> String {
+        self.metrics.render(self.active_calls(), self.is_draining())
     }
 
     /// Writes `address` into Via and Contact when the UDP socket is bound to a wildcard address
@@ -74,7 +120,10 @@ impl Server {
     async fn handle(&self, datagram: Bytes, source: SocketAddr, link: Link) -> Option<Bytes> {
         let message = match Message::parse(datagram.clone(), &self.limits) {
             Ok(message) => message,
-            Err(error) => return self.reject(&datagram, &error, source),
+            Err(error) => {
+                self.metrics.malformed();
+                return self.reject(&datagram, &error, source);
+            }
         };
         // Responses would belong to client transactions, which this server does not start yet.
         let request = match message {
@@ -86,8 +135,20 @@ impl Server {
             }
         };
         if let Err(error) = request.validate(&self.limits) {
+            self.metrics.malformed();
             return self.reject(&datagram, &error, source);
         }
+        let method = request.method().clone();
+        self.metrics.request(&method);
+        let response = self.route(request, source, link).await;
+        if let Some(response) = &response {
+            self.metrics.response(&method, response);
+        }
+        response
+    }
+
+    /// Routes a valid request to the B2BUA, the absorbing transaction table, or `dispatch`.
+    async fn route(&self, request: Request, source: SocketAddr, link: Link) -> Option<Bytes> {
         let in_dialog = request
             .headers()
             .to()
@@ -95,6 +156,12 @@ impl Server {
             .and_then(|to| to.tag().map(|_| ()))
             .is_some();
         if request.method() == &Method::Invite && !in_dialog && link == Link::Udp {
+            if self.is_draining() && !self.b2bua.holds(&request) {
+                return ResponseBuilder::for_request(&request, StatusCode::SERVICE_UNAVAILABLE)
+                    .header(HeaderName::RetryAfter, "5")
+                    .build()
+                    .ok();
+            }
             // INVITE server transactions live in their call (provisional and final answers).
             return self.b2bua.invite(request, source).await;
         }
@@ -206,6 +273,7 @@ impl Server {
             };
             let Ok(permit) = in_flight.clone().try_acquire_owned() else {
                 tracing::debug!(%source, "overloaded: datagram dropped");
+                self.metrics.overload_dropped();
                 continue;
             };
             let datagram = Bytes::copy_from_slice(&buffer[..len]);

@@ -3,13 +3,17 @@
 
 mod peers;
 
+use std::net::SocketAddr;
+use std::process::Output;
+
+use centrex_coord::testing::eventually;
 use centrex_proto::media::NodeStatsRequest;
 use centrex_proto::media::media_control_client::MediaControlClient;
 use peers::{DOMAIN, Platform, free_udp_port, register_scenario, scenario_path, sipp_at};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_registered_user_calls_another_and_rtp_flows_through_the_media_node() {
-    let platform = Platform::start().await;
+/// Registers 101 (a sipp UAS echoing RTP) and has 100 call it (a sipp UAC: digest, 1.5 s of RTP,
+/// BYE); returns both sides' sipp outcome, caller first, once the call is over.
+async fn call_100_to_101(sip: SocketAddr) -> (Output, Output) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("register.xml"),
@@ -23,7 +27,7 @@ async fn a_registered_user_calls_another_and_rtp_flows_through_the_media_node() 
     .unwrap();
     // One second of PCMU silence: 50 packets of 160 bytes.
     std::fs::write(dir.path().join("audio.raw"), [0xffu8; 8000]).unwrap();
-    let (sip, callee_port) = (platform.sip, free_udp_port());
+    let callee_port = free_udp_port();
 
     // The callee registers from the port it will answer on.
     let path = dir.path().to_path_buf();
@@ -81,8 +85,13 @@ async fn a_registered_user_calls_another_and_rtp_flows_through_the_media_node() 
         args.extend(["-mi", "127.0.0.1", "-mp", &media_port]);
         sipp_at(sip, free_udp_port(), &path, &args)
     });
-    let caller = caller.await.unwrap();
-    let callee = callee.await.unwrap();
+    (caller.await.unwrap(), callee.await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registered_user_calls_another_and_rtp_flows_through_the_media_node() {
+    let platform = Platform::start().await;
+    let (caller, callee) = call_100_to_101(platform.sip).await;
     assert!(
         caller.status.success(),
         "the call did not complete on the caller's side"
@@ -390,5 +399,116 @@ async fn a_re_invite_putting_the_call_on_hold_passes_through_with_its_sdp() {
     assert!(
         callee.await.unwrap().status.success(),
         "the callee did not see the hold re-INVITE"
+    );
+}
+
+/// The first answer to `request` (sent from a fresh socket), provisional ones skipped.
+async fn answer_to(platform: &Platform, request: &str) -> String {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    socket
+        .send_to(request.as_bytes(), platform.sip)
+        .await
+        .unwrap();
+    let mut buffer = vec![0u8; 65_536];
+    loop {
+        let len = tokio::time::timeout(std::time::Duration::from_secs(5), socket.recv(&mut buffer))
+            .await
+            .expect("an answer within 5 s")
+            .unwrap();
+        let text = String::from_utf8_lossy(&buffer[..len]).into_owned();
+        if !text.starts_with("SIP/2.0 1") {
+            return text;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_instance_refuses_new_calls_and_lets_the_running_one_finish() {
+    let platform = Platform::start().await;
+    let call = tokio::spawn(call_100_to_101(platform.sip));
+    eventually("the call to be up", || async {
+        (platform.server.active_calls() == 1).then_some(())
+    })
+    .await;
+
+    platform.server.drain();
+    assert!(
+        !platform.server.is_drained(),
+        "a call is in progress: the drain is not over"
+    );
+    let refused = answer_to(&platform, &invite("100", "secret-100", "101", None, 7)).await;
+    assert!(refused.starts_with("SIP/2.0 503"), "{refused}");
+    assert!(refused.contains("Retry-After: 5"), "{refused}");
+    let text = platform.server.render_metrics();
+    assert!(text.contains("centrex_sip_draining 1"), "{text}");
+
+    let (caller, callee) = call.await.unwrap();
+    assert!(
+        caller.status.success(),
+        "the running call was cut by the drain"
+    );
+    assert!(
+        callee.status.success(),
+        "the running call was cut by the drain"
+    );
+    eventually("the drain to be over once the call ended", || async {
+        platform.server.is_drained().then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_tenant_revision_mid_call_keeps_the_call_and_takes_effect() {
+    use centrex_coord::snapshot::DigestCredentials;
+    use centrex_coord::{Store, keys};
+
+    let platform = Platform::start().await;
+    let call = tokio::spawn(call_100_to_101(platform.sip));
+    eventually("the call to be up", || async {
+        (platform.server.active_calls() == 1).then_some(())
+    })
+    .await;
+
+    // Revision 2: a new user, 102.
+    let mut revision = peers::tenant();
+    revision.source.generation = 2;
+    let mut carol = revision.users[1].clone();
+    carol.extension = "102".into();
+    carol.credentials = DigestCredentials::derive("102", DOMAIN, b"secret-102");
+    revision.users.push(carol);
+    platform
+        .store
+        .put(
+            &keys::tenant("default", "acme"),
+            serde_json::to_vec(&revision).unwrap(),
+            None,
+        )
+        .await
+        .unwrap();
+
+    let (caller, callee) = call.await.unwrap();
+    assert!(
+        caller.status.success(),
+        "the call was dropped by the new revision"
+    );
+    assert!(
+        callee.status.success(),
+        "the call was dropped by the new revision"
+    );
+
+    // The new revision serves: 102 registers.
+    let sip = platform.sip;
+    let registered = tokio::task::spawn_blocking(move || {
+        peers::sipp(
+            sip,
+            &register_scenario("102", 200),
+            &peers::credentials("102", "secret-102"),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(
+        registered.status.success(),
+        "102 of revision 2 cannot register"
     );
 }

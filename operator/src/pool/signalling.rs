@@ -91,7 +91,7 @@ pub fn build(pool: &SignallingPool, config: &OperatorConfig) -> SignallingObject
         ports: Some(ports),
         readiness_probe: Some(pod::probe("/readyz")),
         liveness_probe: Some(pod::probe("/healthz")),
-        // No preStop drain yet: `centrex signalling drain` arrives with call handling (issue #4).
+        lifecycle: Some(pod::drain_hook(Component::Signalling.as_str())),
         resources: spec.resources.clone(),
         security_context: Some(pod::container_security()),
         ..Default::default()

@@ -121,7 +121,12 @@ impl Call {
         let caller_media =
             sdp::audio_endpoint(offer).map_err(|_| StatusCode::NOT_ACCEPTABLE_HERE)?;
         let anchor = pool
-            .anchor(&session_id(&a_call_id), &a_call_id, &tenant.domain)
+            .anchor(
+                &session_id(&a_call_id),
+                &a_call_id,
+                &tenant.domain,
+                caller_media.rtcp_mux,
+            )
             .await
             .map_err(|error| {
                 tracing::warn!(%error, "cannot anchor media");
@@ -228,6 +233,11 @@ impl Call {
             tokio::spawn(call.clone().drive_fork(index));
         }
         Ok(call)
+    }
+
+    /// Ended (lingering only to absorb retransmissions).
+    pub fn is_over(&self) -> bool {
+        self.state.lock().expect("call lock").phase == Phase::Ended
     }
 
     pub fn a_call_id(&self) -> &str {
@@ -356,6 +366,7 @@ impl Call {
             {
                 tracing::warn!(%error, "cannot point the callee's leg");
             }
+            self.unmux_caller_if_refused(media.rtcp_mux).await;
         }
         let mut builder =
             ResponseBuilder::for_request(&self.a_invite, status_code).to_tag(self.a_to_tag.clone());
@@ -406,6 +417,27 @@ impl Call {
             }
             300.. => self.end().await,
             _ => {}
+        }
+    }
+
+    /// The caller offered RTCP multiplexing and the callee's answer refused it: the caller will
+    /// send RTCP to the port after RTP, so its leg binds that port too (RFC 5761 §5.1.1).
+    async fn unmux_caller_if_refused(&self, answer_muxed: bool) {
+        let Ok(offer) = std::str::from_utf8(self.a_invite.body()) else {
+            return;
+        };
+        let Ok(caller) = sdp::audio_endpoint(offer) else {
+            return;
+        };
+        if caller.rtcp_mux && !answer_muxed {
+            let rtp = SocketAddr::new(caller.address, caller.port);
+            if let Err(error) = self
+                .pool
+                .point(&self.anchor, "a", rtp, false, &caller.rtpmaps)
+                .await
+            {
+                tracing::warn!(%error, "cannot give the caller's leg an RTCP port");
+            }
         }
     }
 

@@ -25,6 +25,8 @@ use call::Call;
 
 /// Calls one instance holds at most; more are refused with 503.
 const MAX_CALLS: usize = 50_000;
+/// Media pools whose channels are kept; past it they are reconnected (tenants' pools are few).
+const MAX_POOLS: usize = 256;
 
 /// The B2BUA of one signalling instance.
 pub struct B2bua {
@@ -38,6 +40,8 @@ pub struct B2bua {
     /// Call-IDs of INVITEs being set up (authenticated, media being anchored): their
     /// retransmissions are absorbed instead of being authenticated again.
     starting: Mutex<HashSet<String>>,
+    /// Media pools by namespace and name (kept so their gRPC channels are reused).
+    pools: Mutex<HashMap<(String, String), MediaPool>>,
 }
 
 impl B2bua {
@@ -51,6 +55,7 @@ impl B2bua {
             advertise: OnceLock::new(),
             calls: Mutex::default(),
             starting: Mutex::default(),
+            pools: Mutex::default(),
         }
     }
 
@@ -137,11 +142,7 @@ impl B2bua {
         if targets.is_empty() {
             return respond(StatusCode::TEMPORARILY_UNAVAILABLE);
         }
-        let pool = MediaPool::new(
-            self.store.clone(),
-            &tenant.source.namespace,
-            &tenant.media_pool,
-        );
+        let pool = self.media_pool(&tenant.source.namespace, &tenant.media_pool);
         let call = match Call::start(
             self.clone(),
             request.clone(),
@@ -183,6 +184,26 @@ impl B2bua {
         }
     }
 
+    /// The media pool `namespace/name`, whose gRPC channels every call shares.
+    fn media_pool(&self, namespace: &str, name: &str) -> MediaPool {
+        let mut pools = self.pools.lock().expect("pools lock");
+        let key = (namespace.to_string(), name.to_string());
+        if !pools.contains_key(&key) && pools.len() >= MAX_POOLS {
+            pools.clear();
+        }
+        pools
+            .entry(key)
+            .or_insert_with(|| MediaPool::new(self.store.clone(), namespace, name))
+            .clone()
+    }
+
+    /// Whether `request` belongs to a call this instance holds or is setting up.
+    pub fn holds(&self, request: &Request) -> bool {
+        request.headers().call_id().is_ok_and(|id| {
+            self.find(id).is_some() || self.starting.lock().expect("starting lock").contains(id)
+        })
+    }
+
     fn find(&self, call_id: &str) -> Option<Arc<Call>> {
         self.calls.lock().expect("calls lock").get(call_id).cloned()
     }
@@ -194,9 +215,11 @@ impl B2bua {
         calls.remove(call.b_call_id());
     }
 
-    /// Calls in progress.
+    /// Calls in progress (ended ones linger a while to absorb retransmissions; they don't count).
     pub fn active_calls(&self) -> usize {
-        self.calls.lock().expect("calls lock").len() / 2
+        let calls = self.calls.lock().expect("calls lock");
+        // Each call is held under both legs' Call-IDs.
+        calls.values().filter(|call| !call.is_over()).count() / 2
     }
 }
 

@@ -67,6 +67,7 @@ pub struct Platform {
     pub sip: SocketAddr,
     /// SIP over TCP.
     pub tcp: SocketAddr,
+    pub server: Arc<Server>,
 }
 
 impl Platform {
@@ -104,12 +105,17 @@ impl Platform {
         tokio::spawn(server.clone().serve_udp(socket, std::future::pending()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let tcp = listener.local_addr().unwrap();
-        tokio::spawn(server.serve_tcp(listener, limits, std::future::pending()));
+        tokio::spawn(
+            server
+                .clone()
+                .serve_tcp(listener, limits, std::future::pending()),
+        );
         Self {
             store,
             media_grpc,
             sip,
             tcp,
+            server,
         }
     }
 }
