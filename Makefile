@@ -1,7 +1,7 @@
 # The two quickstart commands (`make up`, `make test`) and the chores around them.
 # Every target installs what it needs first (scripts/install-deps.sh).
 
-.PHONY: up test deps crds lint fmt
+.PHONY: up test deps crds lint fmt kind
 
 ## Runs the platform locally from examples/quickstart (in-memory store, no cluster needed).
 up: deps
@@ -20,11 +20,16 @@ deps:
 crds:
 	cargo run -q -p centrex -- crdgen
 
+## Runs the kind scenarios: a cluster, the image, the chart, sipp calls (needs Docker, kind,
+## kubectl, helm and chainsaw; see kind-tests/README.md).
+kind:
+	kind-tests/run.sh
+
 ## What CI checks besides the tests.
 lint: deps
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	shellcheck scripts/*.sh .ci/run
+	shellcheck scripts/*.sh kind-tests/*.sh kind-tests/*/*.sh .ci/run
 
 fmt:
 	cargo fmt --all

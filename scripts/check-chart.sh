@@ -20,7 +20,12 @@
 #      etcd.external.endpoints, a SIP TLS port without a certificate Secret,
 #      and an unknown key (values.schema.json).
 #
-# Usage: scripts/check-chart.sh   (from anywhere; creates or reuses ./.venv)
+# With --manifests FILE..., checks those manifest files instead of the chart, the same way as
+# step 2 checks rendered documents: built-in kinds with kubernetes-validate --strict, Centrex
+# kinds against the chart's CRDs (kind-tests/check.sh does this for what the kind scenarios
+# apply).
+#
+# Usage: scripts/check-chart.sh [--manifests FILE...]   (from anywhere; creates or reuses ./.venv)
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -55,10 +60,19 @@ ensure_venv() {
   python3 -m venv --clear "$venv"
 }
 
+manifests=()
+if [[ ${1:-} == --manifests ]]; then
+  shift
+  (($# > 0)) || die "--manifests needs at least one file"
+  manifests=("$@")
+elif (($# > 0)); then
+  die "unknown arguments: $* (usage: check-chart.sh [--manifests FILE...])"
+fi
+
 ensure_venv
 "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$requirements"
 
-"$venv/bin/python" - "$chart" "${kube_versions[@]}" <<'PY'
+"$venv/bin/python" - "$chart" "${kube_versions[@]}" -- "${manifests[@]}" <<'PY'
 import sys
 from pathlib import Path
 
@@ -68,7 +82,10 @@ import kubernetes_validate
 import yaml
 
 CHART = Path(sys.argv[1])
-KUBE_VERSIONS = sys.argv[2:]
+_separator = sys.argv.index("--")
+KUBE_VERSIONS = sys.argv[2:_separator]
+# Manifest files to check instead of the chart (--manifests).
+MANIFESTS = [Path(name) for name in sys.argv[_separator + 1:]]
 RELEASE = NAMESPACE = "centrex"
 
 # name -> (values files in the chart directory, overrides); like `-f FILE --set ...`.
@@ -294,6 +311,37 @@ def check_must_fail(chart, name, overrides, expected):
         return
     fail(f"{name}: rendered, but must be rejected")
 
+
+def check_manifests(crd_validators):
+    """Validates every document of the MANIFESTS files; returns how many there were."""
+    documents = 0
+    for path in MANIFESTS:
+        try:
+            docs = [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+        except (OSError, yaml.YAMLError) as e:
+            fail(f"{path}: {' '.join(str(e).split())}")
+            continue
+        for doc in docs:
+            documents += 1
+            meta = doc.get("metadata") or {}
+            where = f"{path}: {doc.get('kind')}/{meta.get('name')}"
+            if doc.get("apiVersion", "").startswith("centrex.dev/"):
+                validate_custom(doc, where, crd_validators)
+            else:
+                validate_builtin(doc, where)
+    return documents
+
+
+if MANIFESTS:
+    with helm.Chart.load(CHART) as chart:
+        crd_validators, crd_count = load_crds(chart)
+    total = check_manifests(crd_validators)
+    if failures:
+        print(f"manifests: FAILED with {len(failures)} problem(s)")
+        sys.exit(1)
+    print(f"manifests: {total} documents in {len(MANIFESTS)} files validated "
+          f"(Kubernetes {' and '.join(KUBE_VERSIONS)}; Centrex kinds against {crd_count} CRDs)")
+    sys.exit(0)
 
 print(f"chart: {CHART} with Helm SDK {helm.helm_sdk_version()} (helm-python-sdk {helm.__version__}), "
       f"kubernetes-validate {kubernetes_validate.__version__}")

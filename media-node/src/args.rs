@@ -5,6 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use crate::config::{Config, ConfigError, PortRange};
+use crate::relay::Backend;
 
 /// `media-node`: runs an RTP relay node; `media-node drain` drains the local one.
 #[derive(Debug, clap::Args)]
@@ -46,6 +47,10 @@ pub struct MediaNodeArgs {
     /// latency under heavy load at the cost of showing the core busy.
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     pub busy_poll: Duration,
+    /// Data-plane I/O: auto (io_uring where the kernel allows it, else epoll), epoll or
+    /// io-uring.
+    #[arg(long, default_value = "auto")]
+    pub relay_backend: Backend,
     /// Data-plane threads; default: one per core.
     #[arg(long)]
     pub workers: Option<usize>,
@@ -115,6 +120,7 @@ impl MediaNodeArgs {
         config.drain_timeout = self.drain_timeout;
         config.idle_timeout = self.idle_timeout;
         config.busy_poll = self.busy_poll;
+        config.relay_backend = self.relay_backend;
         config.grpc_addr = self.grpc_addr;
         config.http_addr = self.http_addr;
         if let Some(workers) = self.workers {
@@ -201,6 +207,27 @@ mod tests {
         let args = parse(&["--pool=p", "--node-id=n", "--etcd-endpoints=http://e:2379"]).unwrap();
         let error = args.config().unwrap_err().to_string();
         assert!(error.starts_with("--advertise"), "{error}");
+    }
+
+    #[test]
+    fn the_relay_backend_is_auto_unless_a_flag_names_one() {
+        let base = [
+            "--pool=p",
+            "--node-id=n",
+            "--etcd-endpoints=http://e:2379",
+            "--advertise=192.0.2.1",
+        ];
+        let config = |extra: &[&str]| {
+            let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+            parse(&args).map(|a| a.config().unwrap().relay_backend)
+        };
+        assert_eq!(config(&[]).unwrap(), Backend::Auto);
+        assert_eq!(config(&["--relay-backend=epoll"]).unwrap(), Backend::Epoll);
+        assert_eq!(
+            config(&["--relay-backend=io-uring"]).unwrap(),
+            Backend::IoUring
+        );
+        assert!(config(&["--relay-backend=dpdk"]).is_err());
     }
 
     #[test]

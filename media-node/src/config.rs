@@ -6,6 +6,8 @@ use std::time::Duration;
 
 pub use centrex_coord::media::PortRange;
 
+use crate::relay::Backend;
+
 /// How a media node runs.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -36,6 +38,9 @@ pub struct Config {
     /// (sleep at once). Polling saves a wake-up per packet under heavy load (lower latency and
     /// CPU per packet) but shows the core as busy, and a pod with a CPU limit gets throttled.
     pub busy_poll: Duration,
+    /// The data plane's I/O backend. Default: auto (io_uring where the kernel allows it, else
+    /// epoll; see `docs/performance.md` for what each achieves).
+    pub relay_backend: Backend,
     /// Where the MediaControl gRPC service listens. Default: 0.0.0.0:9090.
     pub grpc_addr: SocketAddr,
     /// Where `/metrics`, `/healthz` and `/readyz` are served. Default: 0.0.0.0:8080.
@@ -76,6 +81,7 @@ impl Config {
             idle_timeout: Duration::from_secs(60),
             relatch_silence: Duration::from_secs(2),
             busy_poll: Duration::ZERO,
+            relay_backend: Backend::Auto,
             grpc_addr: SocketAddr::new(any, Self::GRPC_PORT),
             http_addr: SocketAddr::new(any, Self::HTTP_PORT),
             registration_ttl: Duration::from_secs(10),

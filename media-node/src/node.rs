@@ -14,7 +14,8 @@ use crate::drain::DrainState;
 use crate::metrics::{EndReason, Metrics};
 use crate::ports::{PortAllocator, PortPair};
 use crate::relay::{
-    LegChange, LegSetup, LegStats, PayloadTypes, Relay, RelayError, RtcpSocket, WorkerSettings,
+    Backend, LegChange, LegSetup, LegStats, PayloadTypes, Relay, RelayError, RtcpSocket,
+    WorkerSettings,
 };
 use crate::session::{
     LegId, LegRecord, LegUpdate, LegView, SessionId, SessionRecord, SessionRequest, SessionTable,
@@ -89,6 +90,7 @@ impl Node {
         let settings = WorkerSettings {
             relatch_silence: config.relatch_silence,
             busy_poll: config.busy_poll,
+            backend: config.relay_backend,
         };
         let relay = Relay::start(config.workers, settings, metrics.relay.clone())?;
         let table = SessionTable::new(
@@ -114,6 +116,11 @@ impl Node {
     /// The node's configuration.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The I/O backend the data plane runs.
+    pub fn relay_backend(&self) -> Backend {
+        self.relay.backend()
     }
 
     fn table(&self) -> MutexGuard<'_, SessionTable> {

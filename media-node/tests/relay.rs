@@ -1,16 +1,57 @@
-//! The data plane over real UDP on 127.0.0.1: relaying, latching, counters, idle timeout.
+//! The data plane over real UDP on 127.0.0.1: relaying, latching, counters, idle timeout;
+//! every test on each I/O backend (`epoll::…`, `io_uring::…`).
 
 mod support;
 
 use std::time::Duration;
 
+use centrex_media_node::relay::Backend;
 use centrex_proto::media as pb;
 use support::*;
 use tokio::time::timeout;
 
-#[tokio::test]
-async fn a_session_relays_rtp_both_ways_from_its_own_ports() {
-    let node = TestNode::memory(config((21000, 21019))).await;
+/// Runs each named test on both backends, the io_uring one on ports 500 above the epoll one's
+/// (the two may run at once).
+macro_rules! on_both_backends {
+    ($($test:ident),* $(,)?) => {
+        mod epoll {
+            $(#[tokio::test]
+            async fn $test() {
+                super::$test(super::Backend::Epoll).await
+            })*
+        }
+        mod io_uring {
+            $(#[tokio::test]
+            async fn $test() {
+                super::$test(super::Backend::IoUring).await
+            })*
+        }
+    };
+}
+
+on_both_backends!(
+    a_session_relays_rtp_both_ways_from_its_own_ports,
+    counters_show_packets_bytes_and_sequence_gaps,
+    rtcp_is_relayed_between_the_rtcp_ports_without_mux,
+    a_peer_behind_nat_gets_media_at_its_real_source,
+    a_hijacker_cannot_take_over_a_latched_leg,
+    a_new_stream_from_a_new_source_takes_over_after_silence,
+    rtp_of_a_payload_type_sdp_did_not_offer_is_dropped,
+    an_idle_session_ends_and_frees_its_ports,
+    a_removed_session_s_ports_can_be_bound_again_at_once,
+);
+
+/// A configuration on `ports` (moved 500 up for io_uring) with `backend`.
+fn config_on(backend: Backend, ports: (u16, u16)) -> centrex_media_node::Config {
+    let offset = if backend == Backend::IoUring { 500 } else { 0 };
+    let mut config = config((ports.0 + offset, ports.1 + offset));
+    config.relay_backend = backend;
+    config
+}
+
+async fn a_session_relays_rtp_both_ways_from_its_own_ports(backend: Backend) {
+    let node = TestNode::memory(config_on(backend, (21000, 21019))).await;
+    assert_eq!(node.node.relay_backend(), backend);
     let (alice, bob) = (Peer::bind(0xa11ce).await, Peer::bind(0xb0b).await);
     let session = node
         .create("s1", Some(alice.addr()), Some(bob.addr()))
@@ -24,9 +65,8 @@ async fn a_session_relays_rtp_both_ways_from_its_own_ports() {
     assert_eq!(alice.receive().await, (rtp(9, bob.ssrc), port_a));
 }
 
-#[tokio::test]
-async fn counters_show_packets_bytes_and_sequence_gaps() {
-    let node = TestNode::memory(config((21020, 21039))).await;
+async fn counters_show_packets_bytes_and_sequence_gaps(backend: Backend) {
+    let node = TestNode::memory(config_on(backend, (21020, 21039))).await;
     let (alice, bob) = (Peer::bind(1).await, Peer::bind(2).await);
     let session = node
         .create("s1", Some(alice.addr()), Some(bob.addr()))
@@ -55,9 +95,8 @@ async fn counters_show_packets_bytes_and_sequence_gaps() {
     assert_eq!(figures, (3, 3 * 172, 2, 3, 3 * 172));
 }
 
-#[tokio::test]
-async fn rtcp_is_relayed_between_the_rtcp_ports_without_mux() {
-    let mut node = TestNode::memory(config((21040, 21059))).await;
+async fn rtcp_is_relayed_between_the_rtcp_ports_without_mux(backend: Backend) {
+    let mut node = TestNode::memory(config_on(backend, (21040, 21059))).await;
     let (alice, bob) = (Peer::bind(1).await, Peer::bind(2).await);
     let request = create_request(
         "s1",
@@ -82,9 +121,8 @@ async fn rtcp_is_relayed_between_the_rtcp_ports_without_mux() {
     assert_eq!((report[1], from), (201, rtcp_b));
 }
 
-#[tokio::test]
-async fn a_peer_behind_nat_gets_media_at_its_real_source() {
-    let node = TestNode::memory(config((21060, 21079))).await;
+async fn a_peer_behind_nat_gets_media_at_its_real_source(backend: Backend) {
+    let node = TestNode::memory(config_on(backend, (21060, 21079))).await;
     let (alice, bob) = (Peer::bind(1).await, Peer::bind(2).await);
     // SDP announced a private address that is not where Alice's packets come from.
     let announced = "127.0.0.1:9".parse().unwrap();
@@ -99,9 +137,8 @@ async fn a_peer_behind_nat_gets_media_at_its_real_source() {
     assert_eq!(alice.receive().await.0, rtp(1, bob.ssrc));
 }
 
-#[tokio::test]
-async fn a_hijacker_cannot_take_over_a_latched_leg() {
-    let node = TestNode::memory(config((21080, 21099))).await;
+async fn a_hijacker_cannot_take_over_a_latched_leg(backend: Backend) {
+    let node = TestNode::memory(config_on(backend, (21080, 21099))).await;
     let (alice, bob, mallory) = (
         Peer::bind(1).await,
         Peer::bind(2).await,
@@ -128,9 +165,8 @@ async fn a_hijacker_cannot_take_over_a_latched_leg() {
     assert_eq!(dropped, 1);
 }
 
-#[tokio::test]
-async fn a_new_stream_from_a_new_source_takes_over_after_silence() {
-    let mut config = config((21100, 21119));
+async fn a_new_stream_from_a_new_source_takes_over_after_silence(backend: Backend) {
+    let mut config = config_on(backend, (21100, 21119));
     config.relatch_silence = Duration::from_millis(200);
     let node = TestNode::memory(config).await;
     let (old_phone, new_phone, bob) = (
@@ -160,9 +196,8 @@ async fn a_new_stream_from_a_new_source_takes_over_after_silence() {
     assert_eq!(new_phone.receive().await.0, rtp(1, bob.ssrc));
 }
 
-#[tokio::test]
-async fn rtp_of_a_payload_type_sdp_did_not_offer_is_dropped() {
-    let mut node = TestNode::memory(config((21120, 21139))).await;
+async fn rtp_of_a_payload_type_sdp_did_not_offer_is_dropped(backend: Backend) {
+    let mut node = TestNode::memory(config_on(backend, (21120, 21139))).await;
     let (alice, bob) = (Peer::bind(1).await, Peer::bind(2).await);
     let session = node
         .create("s1", Some(alice.addr()), Some(bob.addr()))
@@ -193,9 +228,8 @@ async fn rtp_of_a_payload_type_sdp_did_not_offer_is_dropped() {
     assert_eq!(seq_of(&bob.receive().await.0), 2);
 }
 
-#[tokio::test]
-async fn an_idle_session_ends_and_frees_its_ports() {
-    let mut config = config((21140, 21143));
+async fn an_idle_session_ends_and_frees_its_ports(backend: Backend) {
+    let mut config = config_on(backend, (21140, 21143));
     config.idle_timeout = Duration::from_millis(300);
     let node = TestNode::memory(config).await;
     node.create("s1", None, None).await.unwrap();
@@ -211,4 +245,26 @@ async fn an_idle_session_ends_and_frees_its_ports() {
     .await;
     // The range holds one session's ports: a new session gets them back.
     node.create("s2", None, None).await.unwrap();
+}
+
+async fn a_removed_session_s_ports_can_be_bound_again_at_once(backend: Backend) {
+    let node = TestNode::memory(config_on(backend, (21160, 21179))).await;
+    let (alice, bob) = (Peer::bind(1).await, Peer::bind(2).await);
+    let session = node
+        .create("s1", Some(alice.addr()), Some(bob.addr()))
+        .await
+        .unwrap();
+    alice.send_rtp(local_rtp(&session, 0), 1).await;
+    bob.receive().await;
+    let ports = [local_rtp(&session, 0), local_rtp(&session, 1)];
+    let mut client = node.client.clone();
+    let delete = pb::DeleteSessionRequest {
+        session_id: "s1".into(),
+    };
+    client.delete_session(delete).await.unwrap();
+    // The worker has closed the sockets (and the io_uring backend dropped its requests on
+    // them) before the delete returns.
+    for port in ports {
+        std::net::UdpSocket::bind(port).expect("the port is free again");
+    }
 }

@@ -115,7 +115,8 @@ fn sockaddr(address: SocketAddr) -> libc::sockaddr_in {
     }
 }
 
-fn set_option(socket: &UdpSocket, option: libc::c_int, value: libc::c_int) -> io::Result<()> {
+/// Sets an integer `SOL_SOCKET` option.
+pub fn set_option(socket: &UdpSocket, option: libc::c_int, value: libc::c_int) -> io::Result<()> {
     // SAFETY: passes a live c_int of the stated size.
     let result = unsafe {
         libc::setsockopt(

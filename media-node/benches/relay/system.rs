@@ -54,15 +54,27 @@ pub fn thread_id() -> i32 {
     unsafe { libc::gettid() }
 }
 
-/// The id of this process's thread named `name`.
-pub fn find_thread(name: &str) -> Option<i32> {
-    std::fs::read_dir("/proc/self/task")
-        .ok()?
+/// The ids of this process's threads named `name`.
+pub fn find_threads(name: &str) -> Vec<i32> {
+    threads_where(|comm| comm == name)
+}
+
+/// The ids of this process's threads whose name starts with `prefix`.
+pub fn find_threads_with_prefix(prefix: &str) -> Vec<i32> {
+    threads_where(|comm| comm.starts_with(prefix))
+}
+
+fn threads_where(matches: impl Fn(&str) -> bool) -> Vec<i32> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    tasks
         .flatten()
-        .find_map(|task| {
+        .filter_map(|task| {
             let comm = std::fs::read_to_string(task.path().join("comm")).ok()?;
-            (comm.trim() == name).then(|| task.file_name().to_str()?.parse().ok())?
+            matches(comm.trim()).then(|| task.file_name().to_str()?.parse().ok())?
         })
+        .collect()
 }
 
 /// CPU time (user + system) thread `tid` has used.

@@ -2,18 +2,27 @@
 //! packets between the legs; the control plane drives them with commands over bounded channels.
 //!
 //! Each session lives on one worker, which alone touches its state, so the per-packet path
-//! takes no lock and allocates nothing: `epoll_wait` → `recvmmsg` on the ready socket → latch
-//! and count → `sendmmsg` from the other leg's socket.
+//! takes no lock and allocates nothing. Two I/O backends move the datagrams, with the same
+//! per-packet logic (`sessions.rs`):
+//! - io_uring (`uring_worker.rs`, `uring.rs`): a multishot receive per socket into provided
+//!   buffers, sends queued as submission entries, one `io_uring_enter` per loop;
+//! - epoll (`epoll_worker.rs`, `sys.rs`): `epoll_wait` → `recvmmsg` on the ready socket →
+//!   `sendmmsg` from the other leg's socket; the fallback where io_uring is not allowed.
 
 mod counters;
+mod epoll_worker;
 mod latch;
 mod rtp;
 mod sequence;
+mod sessions;
 mod sys;
-mod worker;
+mod uring;
+mod uring_worker;
 
+use std::fmt;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
+use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -24,11 +33,62 @@ use tokio::sync::{mpsc, oneshot};
 pub use counters::{DropReason, LegCounters, LegStats, RelayCounters};
 pub use sys::set_receive_buffer;
 
+use epoll_worker::EpollWorker;
 use sys::EventFd;
-use worker::Worker;
+use uring_worker::UringWorker;
 
 /// Commands queued per worker before senders wait.
 const COMMAND_QUEUE: usize = 256;
+/// The shared counters are added to once this many packets are counted, or this long after
+/// the last time: a few atomic additions per packet would cost more than the packet's logic.
+const PUBLISH_PACKETS: u64 = 64;
+const PUBLISH_INTERVAL: Duration = Duration::from_millis(10);
+
+/// The system interface the workers move datagrams with.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// io_uring where the kernel allows it (Linux 6.1 or later, not blocked by seccomp or
+    /// `kernel.io_uring_disabled`), else epoll.
+    #[default]
+    Auto,
+    /// `epoll_wait` with `recvmmsg`/`sendmmsg` per ready socket.
+    Epoll,
+    /// io_uring: multishot receives into provided buffers, batched sends. The relay does not
+    /// start where it is unavailable.
+    IoUring,
+}
+
+impl Backend {
+    /// The name in flags and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Auto => "auto",
+            Backend::Epoll => "epoll",
+            Backend::IoUring => "io-uring",
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Backend {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "auto" => Ok(Backend::Auto),
+            "epoll" => Ok(Backend::Epoll),
+            "io-uring" | "io_uring" => Ok(Backend::IoUring),
+            _ => Err(format!(
+                "{text:?} is not a relay backend; use auto, epoll or io-uring"
+            )),
+        }
+    }
+}
 
 /// Identifies a session between the control plane and its worker.
 pub type SessionKey = u64;
@@ -106,6 +166,8 @@ pub struct WorkerSettings {
     /// How long a worker polls for packets after the last one before it sleeps; zero sleeps at
     /// once.
     pub busy_poll: Duration,
+    /// The I/O backend asked for.
+    pub backend: Backend,
 }
 
 enum Command {
@@ -144,45 +206,114 @@ struct WorkerHandle {
 pub struct Relay {
     workers: Vec<WorkerHandle>,
     stop: Arc<AtomicBool>,
+    backend: Backend,
+}
+
+/// A worker with its backend, built on the worker's own thread.
+enum Worker {
+    Epoll(Box<EpollWorker>),
+    IoUring(Box<UringWorker>),
+}
+
+impl Worker {
+    /// Builds the backend `asked` for; `Auto` tries io_uring, then epoll.
+    fn new(
+        asked: Backend,
+        inbox: mpsc::Receiver<Command>,
+        wake: Arc<EventFd>,
+        stop: Arc<AtomicBool>,
+        settings: WorkerSettings,
+        counters: RelayCounters,
+    ) -> io::Result<Self> {
+        if asked == Backend::Epoll {
+            return EpollWorker::new(inbox, wake, stop, settings, counters)
+                .map(|w| Worker::Epoll(Box::new(w)));
+        }
+        match UringWorker::ring(&wake) {
+            Ok(ring) => Ok(Worker::IoUring(Box::new(UringWorker::new(
+                ring, inbox, wake, stop, settings, counters,
+            )))),
+            Err(error) if asked == Backend::Auto => {
+                tracing::warn!(%error, "io_uring is not available; the relay uses epoll");
+                EpollWorker::new(inbox, wake, stop, settings, counters)
+                    .map(|w| Worker::Epoll(Box::new(w)))
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    fn backend(&self) -> Backend {
+        match self {
+            Worker::Epoll(_) => Backend::Epoll,
+            Worker::IoUring(_) => Backend::IoUring,
+        }
+    }
+
+    fn run(self) {
+        match self {
+            Worker::Epoll(worker) => worker.run(),
+            Worker::IoUring(worker) => worker.run(),
+        }
+    }
 }
 
 impl Relay {
-    /// Starts `workers` threads (named `relay-N`).
+    /// Starts `workers` threads (named `relay-N`) with the backend `settings` ask for.
     pub fn start(
         workers: usize,
         settings: WorkerSettings,
         counters: RelayCounters,
     ) -> io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
-        let mut handles = Vec::with_capacity(workers);
+        let mut relay = Self {
+            workers: Vec::with_capacity(workers),
+            stop: stop.clone(),
+            backend: settings.backend,
+        };
         for index in 0..workers.max(1) {
             let (commands, inbox) = mpsc::channel(COMMAND_QUEUE);
             let wake = Arc::new(EventFd::new()?);
-            let worker = Worker::new(
-                inbox,
-                wake.clone(),
-                stop.clone(),
-                settings,
-                counters.clone(),
-            )?;
+            let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+            let (waker, stopping, counters) = (wake.clone(), stop.clone(), counters.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("relay-{index}"))
-                .spawn(move || worker.run())?;
-            handles.push(WorkerHandle {
+                .spawn(move || {
+                    let built =
+                        Worker::new(settings.backend, inbox, waker, stopping, settings, counters);
+                    let worker = match built {
+                        Ok(worker) => {
+                            let _ = ready_tx.send(Ok(worker.backend()));
+                            worker
+                        }
+                        Err(error) => {
+                            let _ = ready_tx.send(Err(error));
+                            return;
+                        }
+                    };
+                    worker.run();
+                })?;
+            relay.workers.push(WorkerHandle {
                 commands,
                 wake,
                 thread: Some(thread),
             });
+            // Dropping `relay` on an error stops the workers already running.
+            relay.backend = ready_rx
+                .recv()
+                .map_err(|_| io::Error::other("a relay worker died while starting"))??;
         }
-        Ok(Self {
-            workers: handles,
-            stop,
-        })
+        tracing::info!(workers = relay.workers.len(), backend = %relay.backend, "relay started");
+        Ok(relay)
     }
 
     /// How many workers run.
     pub fn workers(&self) -> usize {
         self.workers.len()
+    }
+
+    /// The backend the workers run (`Epoll` or `IoUring`, never `Auto`).
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     async fn ask<T>(

@@ -178,6 +178,18 @@ impl From<SocketAddr> for SockAddr {
     }
 }
 
+impl SockAddr {
+    /// The address for a system call.
+    pub fn as_ptr(&self) -> *const libc::sockaddr {
+        (&raw const self.storage).cast()
+    }
+
+    /// Its length for a system call.
+    pub fn socklen(&self) -> libc::socklen_t {
+        self.len
+    }
+}
+
 /// Reads a socket address the kernel wrote; `None` for other families.
 fn socket_addr(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
     let len = len as usize;

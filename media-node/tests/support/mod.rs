@@ -19,7 +19,9 @@ use tokio::task::JoinHandle;
 use tokio::time::timeout;
 use tonic::transport::Channel;
 
-/// A configuration on 127.0.0.1 with `ports`, ephemeral gRPC/HTTP ports and one worker.
+/// A configuration on 127.0.0.1 with `ports`, ephemeral gRPC/HTTP ports and one worker; the
+/// relay backend is the default (auto) unless `CENTREX_TEST_RELAY_BACKEND` names one, so the
+/// whole suite can run on each.
 pub fn config(ports: (u16, u16)) -> Config {
     let localhost = "127.0.0.1".parse().unwrap();
     let mut config = Config::new("media-test-0", "test", localhost);
@@ -36,6 +38,9 @@ pub fn config(ports: (u16, u16)) -> Config {
     config.http_addr = "127.0.0.1:0".parse().unwrap();
     config.registration_ttl = Duration::from_secs(2);
     config.registration_refresh = Duration::from_millis(200);
+    if let Ok(backend) = std::env::var("CENTREX_TEST_RELAY_BACKEND") {
+        config.relay_backend = backend.parse().expect("CENTREX_TEST_RELAY_BACKEND");
+    }
     config
 }
 

@@ -1,53 +1,66 @@
-//! One data-plane worker: a thread with its own epoll set, buffers and sessions.
+//! The sessions one worker owns, whatever its I/O backend: the slot table, each leg's latching
+//! and counters, the verdict on every received datagram and the control commands. The backends
+//! (`epoll_worker`, `uring_worker`) only move datagrams; everything a packet decides is here, so
+//! both behave the same.
 
 use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::mpsc;
-
-use super::counters::{DropReason, LegCounters, LegStats, RelayCounters, Tally};
+use super::counters::{DropReason, LegCounters, LegStats, Tally};
 use super::latch::{Latch, Verdict};
 use super::rtp::{self, Packet};
 use super::sequence::SequenceTracker;
-use super::sys::{Datagrams, Epoll, EventFd, SockAddr};
+use super::sys::SockAddr;
 use super::{
     Command, Ended, LegChange, LegSetup, PayloadTypes, RtcpSocket, SessionKey, WorkerSettings,
 };
 
-/// Ready sockets handled per `epoll_wait`.
-const EVENTS: usize = 256;
-/// Token of the wake-up eventfd; socket tokens are far below it.
-const WAKE: u64 = u64::MAX;
-/// The shared counters are added to once this many packets are counted, or this long after
-/// the last time: a few atomic additions per packet would cost more than the packet's logic.
-const PUBLISH_PACKETS: u64 = 64;
-const PUBLISH_INTERVAL: Duration = Duration::from_millis(10);
+/// Generations are this many bits wide in an encoded token.
+const GENERATION_BITS: u32 = 24;
 
-/// Where a socket sits: session slot, leg (0: A, 1: B) and whether it is the RTCP port.
+/// Names one socket of a worker: session slot, leg (0: A, 1: B), whether it is the RTCP port,
+/// and the generation of the session in the slot, so that an event still in flight for a
+/// removed session never reaches the session that took its slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Token {
-    slot: u32,
-    leg: usize,
-    rtcp: bool,
+pub(super) struct Token {
+    pub slot: u32,
+    pub leg: usize,
+    pub rtcp: bool,
+    pub generation: u32,
 }
 
 impl Token {
-    fn encode(self) -> u64 {
-        u64::from(self.slot) << 2 | (self.leg as u64) << 1 | u64::from(self.rtcp)
+    /// Encoded tokens stay below this, leaving the top bits to the backends.
+    pub const LIMIT: u64 = 1 << (2 + 32 + GENERATION_BITS);
+
+    /// The token as a number (below [`Token::LIMIT`]).
+    pub fn encode(self) -> u64 {
+        u64::from(self.generation & ((1 << GENERATION_BITS) - 1)) << 34
+            | u64::from(self.slot) << 2
+            | (self.leg as u64) << 1
+            | u64::from(self.rtcp)
     }
 
-    fn decode(token: u64) -> Self {
+    /// The token of an encoded number.
+    pub fn decode(token: u64) -> Self {
         Self {
             slot: (token >> 2) as u32,
             leg: (token >> 1 & 1) as usize,
             rtcp: token & 1 == 1,
+            generation: ((token >> 34) & ((1 << GENERATION_BITS) - 1)) as u32,
         }
     }
+}
+
+/// Watches a worker's sockets for datagrams: the backend's half of adding and removing one.
+pub(super) trait Watcher {
+    /// Starts delivering the datagrams of `fd` under `token`.
+    fn watch(&mut self, fd: RawFd, token: Token) -> io::Result<()>;
+    /// Stops watching `fd` before it closes: no event for it may follow.
+    fn unwatch(&mut self, fd: RawFd);
 }
 
 /// Which stream a packet belongs to, hence which socket of the other leg sends it.
@@ -55,6 +68,15 @@ impl Token {
 enum Stream {
     Rtp,
     Rtcp,
+}
+
+/// Where an accepted datagram goes: the socket that sends it, its destination, and the token
+/// of the leg it goes out on (for its counters once sent).
+#[derive(Clone, Copy)]
+pub(super) struct Forward {
+    pub fd: RawFd,
+    pub destination: SockAddr,
+    pub to: Token,
 }
 
 struct Leg {
@@ -108,11 +130,21 @@ impl Leg {
         };
     }
 
-    /// The socket and address that send `stream` to this leg's peer.
-    fn sender(&self, stream: Stream) -> Option<(RawFd, SockAddr)> {
+    /// The socket and address that send `stream` to this leg's peer, and whether that socket
+    /// is the RTCP port.
+    fn sender(&self, stream: Stream) -> Option<(RawFd, SockAddr, bool)> {
         match (stream, &self.rtcp) {
-            (Stream::Rtcp, Some(rtcp)) => Some((rtcp.as_raw_fd(), self.rtcp_destination?)),
-            _ => Some((self.rtp.as_raw_fd(), self.rtp_destination?)),
+            (Stream::Rtcp, Some(rtcp)) => Some((rtcp.as_raw_fd(), self.rtcp_destination?, true)),
+            _ => Some((self.rtp.as_raw_fd(), self.rtp_destination?, false)),
+        }
+    }
+
+    /// The socket `rtcp` names, if the leg has it.
+    fn socket(&self, rtcp: bool) -> Option<&UdpSocket> {
+        if rtcp {
+            self.rtcp.as_ref()
+        } else {
+            Some(&self.rtp)
         }
     }
 
@@ -182,6 +214,7 @@ impl Leg {
 
 struct Session {
     key: SessionKey,
+    generation: u32,
     legs: [Leg; 2],
     last_activity: Instant,
 }
@@ -191,167 +224,140 @@ impl Session {
         let wall = SystemTime::now();
         [self.legs[0].stats(now, wall), self.legs[1].stats(now, wall)]
     }
+
+    fn token(&self, slot: u32, leg: usize, rtcp: bool) -> Token {
+        Token {
+            slot,
+            leg,
+            rtcp,
+            generation: self.generation,
+        }
+    }
 }
 
-/// A worker thread's state.
-pub(super) struct Worker {
-    epoll: Epoll,
-    wake: Arc<EventFd>,
-    stop: Arc<AtomicBool>,
-    inbox: mpsc::Receiver<Command>,
+/// A worker's sessions and the figures it has not published yet.
+pub(super) struct Sessions {
     settings: WorkerSettings,
     /// Sessions by slot; a socket's token names its slot, so a packet finds its session by
     /// index. Grows only with sessions, which the control plane bounds.
     sessions: Vec<Option<Session>>,
     free: Vec<u32>,
     slots: HashMap<SessionKey, u32>,
-    datagrams: Datagrams,
-    tally: Tally,
-    counters: RelayCounters,
+    next_generation: u32,
+    /// Counted since the last publication to the node's counters.
+    pub tally: Tally,
 }
 
-impl Worker {
-    pub(super) fn new(
-        inbox: mpsc::Receiver<Command>,
-        wake: Arc<EventFd>,
-        stop: Arc<AtomicBool>,
-        settings: WorkerSettings,
-        counters: RelayCounters,
-    ) -> io::Result<Self> {
-        let epoll = Epoll::new(EVENTS)?;
-        epoll.add(wake.raw(), WAKE)?;
-        Ok(Self {
-            epoll,
-            wake,
-            stop,
-            inbox,
+impl Sessions {
+    pub fn new(settings: WorkerSettings) -> Self {
+        Self {
             settings,
             sessions: Vec::new(),
             free: Vec::new(),
             slots: HashMap::new(),
-            datagrams: Datagrams::new(),
+            next_generation: 0,
             tally: Tally::default(),
-            counters,
+        }
+    }
+
+    /// The live session `token` names, if it still is the one the token was made for.
+    fn session(&mut self, token: Token) -> Option<&mut Session> {
+        self.sessions
+            .get_mut(token.slot as usize)?
+            .as_mut()
+            .filter(|s| s.generation == token.generation)
+    }
+
+    /// The socket `token` names while its session lives.
+    pub fn socket(&self, token: Token) -> Option<RawFd> {
+        let session = self.sessions.get(token.slot as usize)?.as_ref()?;
+        (session.generation == token.generation)
+            .then(|| session.legs[token.leg].socket(token.rtcp))?
+            .map(AsRawFd::as_raw_fd)
+    }
+
+    /// Decides about a datagram received on the socket `token` names (`source` is `None` when
+    /// unreadable; `truncated` when longer than the relay forwards) and counts it; where it
+    /// goes when accepted.
+    pub fn admit(
+        &mut self,
+        token: Token,
+        data: &[u8],
+        source: Option<SocketAddr>,
+        truncated: bool,
+        now: Instant,
+    ) -> Option<Forward> {
+        let silence = self.settings.relatch_silence;
+        let slot = token.slot;
+        let tally = &mut self.tally;
+        let session = self
+            .sessions
+            .get_mut(slot as usize)?
+            .as_mut()
+            .filter(|s| s.generation == token.generation)?;
+        let generation = session.generation;
+        let [a, b] = &mut session.legs;
+        let (input, output) = if token.leg == 0 { (a, b) } else { (b, a) };
+        if token.rtcp && input.rtcp.is_none() {
+            return None;
+        }
+        let verdict = match source {
+            _ if truncated => Err(DropReason::Malformed),
+            None => Err(DropReason::Malformed),
+            Some(source) => input.admit(data, source, token.rtcp, now, silence, tally),
+        };
+        let stream = match verdict {
+            Ok(stream) => stream,
+            Err(reason) => {
+                input.counters.dropped += 1;
+                tally.drop(reason);
+                return None;
+            }
+        };
+        session.last_activity = now;
+        tally.received_packets += 1;
+        tally.received_bytes += data.len() as u64;
+        let Some((fd, destination, rtcp)) = output.sender(stream) else {
+            input.counters.dropped += 1;
+            tally.drop(DropReason::NoDestination);
+            return None;
+        };
+        Some(Forward {
+            fd,
+            destination,
+            to: Token {
+                slot,
+                leg: token.leg ^ 1,
+                rtcp,
+                generation,
+            },
         })
     }
 
-    /// Relays until the relay stops.
-    pub(super) fn run(mut self) {
-        let busy_poll = self.settings.busy_poll;
-        let mut last_packet = Instant::now();
-        let mut last_publish = last_packet;
-        loop {
-            // Right after traffic, poll instead of sleeping (when configured): it saves a sleep
-            // and a wake-up between packets under heavy load.
-            let spin = !busy_poll.is_zero() && last_packet.elapsed() < busy_poll;
-            let ready = match self.epoll.wait(spin.then_some(Duration::ZERO)) {
-                Ok(ready) => ready,
-                Err(error) => {
-                    tracing::error!(%error, "epoll_wait failed; relay worker stops");
-                    return;
-                }
-            };
-            let now = Instant::now();
-            if ready > 0 {
-                last_packet = now;
-            }
-            let mut woken = false;
-            for i in 0..ready {
-                match self.epoll.token(i) {
-                    WAKE => woken = true,
-                    token => self.forward(Token::decode(token), now),
-                }
-            }
-            if self.tally.received_packets >= PUBLISH_PACKETS
-                || now - last_publish >= PUBLISH_INTERVAL
-            {
-                self.tally.publish(&self.counters);
-                last_publish = now;
-            }
-            if woken {
-                if self.stop.load(Ordering::Relaxed) {
-                    return;
-                }
-                self.wake.clear();
-                while let Ok(command) = self.inbox.try_recv() {
-                    self.handle(command);
-                }
-            }
+    /// Counts `packets` datagrams of `bytes` in all sent to the peer of the leg `to` names.
+    pub fn sent(&mut self, to: Token, packets: u64, bytes: u64) {
+        self.tally.relayed_packets += packets;
+        self.tally.relayed_bytes += bytes;
+        if let Some(session) = self.session(to) {
+            let counters = &mut session.legs[to.leg].counters;
+            counters.packets_out += packets;
+            counters.bytes_out += bytes;
         }
     }
 
-    /// Relays what waits on one socket: one `recvmmsg`, then `sendmmsg` per destination socket.
-    fn forward(&mut self, token: Token, now: Instant) {
-        let silence = self.settings.relatch_silence;
-        let Some(session) = self
-            .sessions
-            .get_mut(token.slot as usize)
-            .and_then(Option::as_mut)
-        else {
-            return;
-        };
-        let [a, b] = &mut session.legs;
-        let (input, output) = if token.leg == 0 { (a, b) } else { (b, a) };
-        let fd = match (&input.rtcp, token.rtcp) {
-            (Some(rtcp), true) => rtcp.as_raw_fd(),
-            (None, true) => return,
-            (_, false) => input.rtp.as_raw_fd(),
-        };
-        let received = match self.datagrams.receive(fd) {
-            Ok(n) => n,
-            // Level-triggered: anything left is reported again.
-            Err(_) => return,
-        };
-        let (mut accepted, mut sending_fd) = (false, -1);
-        for i in 0..received {
-            let datagram = self.datagrams.datagram(i);
-            let verdict = match datagram.source {
-                _ if datagram.truncated => Err(DropReason::Malformed),
-                None => Err(DropReason::Malformed),
-                Some(source) => input.admit(
-                    datagram.data,
-                    source,
-                    token.rtcp,
-                    now,
-                    silence,
-                    &mut self.tally,
-                ),
-            };
-            let stream = match verdict {
-                Ok(stream) => stream,
-                Err(reason) => {
-                    input.counters.dropped += 1;
-                    self.tally.drop(reason);
-                    continue;
-                }
-            };
-            accepted = true;
-            self.tally.received_packets += 1;
-            self.tally.received_bytes += datagram.data.len() as u64;
-            let Some((fd, destination)) = output.sender(stream) else {
-                input.counters.dropped += 1;
-                self.tally.drop(DropReason::NoDestination);
-                continue;
-            };
-            if fd != sending_fd && self.datagrams.has_queued() {
-                flush(&mut self.datagrams, sending_fd, output, &mut self.tally);
-            }
-            sending_fd = fd;
-            self.datagrams.queue(i, &destination);
-        }
-        if self.datagrams.has_queued() {
-            flush(&mut self.datagrams, sending_fd, output, &mut self.tally);
-        }
-        if accepted {
-            session.last_activity = now;
+    /// Counts datagrams the kernel refused to send.
+    pub fn send_failed(&mut self, packets: u64) {
+        for _ in 0..packets {
+            self.tally.drop(DropReason::SendFailed);
         }
     }
 
-    fn handle(&mut self, command: Command) {
+    /// Carries out a control command.
+    pub fn handle(&mut self, command: Command, watcher: &mut impl Watcher) {
         let now = Instant::now();
         match command {
             Command::Add { key, legs, reply } => {
-                let _ = reply.send(self.add(key, *legs, now));
+                let _ = reply.send(self.add(key, *legs, now, watcher));
             }
             Command::Update {
                 key,
@@ -359,10 +365,10 @@ impl Worker {
                 change,
                 reply,
             } => {
-                let _ = reply.send(self.update(key, leg, change));
+                let _ = reply.send(self.update(key, leg, change, watcher));
             }
             Command::Remove { key, reply } => {
-                let _ = reply.send(self.remove(key).map(|s| s.stats(now)));
+                let _ = reply.send(self.remove(key, watcher).map(|s| s.stats(now)));
             }
             Command::Stats { key, reply } => {
                 let stats = self
@@ -382,7 +388,7 @@ impl Worker {
                     .collect();
                 let ended = idle_keys
                     .into_iter()
-                    .filter_map(|key| self.remove(key))
+                    .filter_map(|key| self.remove(key, watcher))
                     .map(|s| Ended {
                         key: s.key,
                         legs: s.stats(now),
@@ -393,7 +399,21 @@ impl Worker {
         }
     }
 
-    fn add(&mut self, key: SessionKey, legs: [LegSetup; 2], now: Instant) -> io::Result<()> {
+    /// Ends every session (the worker stops), unwatching their sockets first.
+    pub fn clear(&mut self, watcher: &mut impl Watcher) {
+        let keys: Vec<SessionKey> = self.slots.keys().copied().collect();
+        for key in keys {
+            self.remove(key, watcher);
+        }
+    }
+
+    fn add(
+        &mut self,
+        key: SessionKey,
+        legs: [LegSetup; 2],
+        now: Instant,
+        watcher: &mut impl Watcher,
+    ) -> io::Result<()> {
         if self.slots.contains_key(&key) {
             return Ok(());
         }
@@ -401,36 +421,27 @@ impl Worker {
             self.sessions.push(None);
             (self.sessions.len() - 1) as u32
         });
+        self.next_generation = self.next_generation.wrapping_add(1) & ((1 << GENERATION_BITS) - 1);
         let session = Session {
             key,
+            generation: self.next_generation,
             legs: legs.map(Leg::new),
             last_activity: now,
         };
-        let watched = session.legs.iter().enumerate().try_for_each(|(leg, l)| {
-            self.epoll.add(
-                l.rtp.as_raw_fd(),
-                Token {
-                    slot,
-                    leg,
-                    rtcp: false,
-                }
-                .encode(),
-            )?;
-            match &l.rtcp {
-                Some(rtcp) => self.epoll.add(
-                    rtcp.as_raw_fd(),
-                    Token {
-                        slot,
-                        leg,
-                        rtcp: true,
-                    }
-                    .encode(),
-                ),
-                None => Ok(()),
+        let mut watched = Vec::with_capacity(4);
+        let result = session.legs.iter().enumerate().try_for_each(|(leg, l)| {
+            watcher.watch(l.rtp.as_raw_fd(), session.token(slot, leg, false))?;
+            watched.push(l.rtp.as_raw_fd());
+            if let Some(rtcp) = &l.rtcp {
+                watcher.watch(rtcp.as_raw_fd(), session.token(slot, leg, true))?;
+                watched.push(rtcp.as_raw_fd());
             }
+            Ok(())
         });
-        if let Err(error) = watched {
-            unwatch(&self.epoll, &session);
+        if let Err(error) = result {
+            for fd in watched {
+                watcher.unwatch(fd);
+            }
             self.free.push(slot);
             return Err(error);
         }
@@ -439,34 +450,33 @@ impl Worker {
         Ok(())
     }
 
-    fn update(&mut self, key: SessionKey, leg: usize, change: LegChange) -> io::Result<bool> {
+    fn update(
+        &mut self,
+        key: SessionKey,
+        leg: usize,
+        change: LegChange,
+        watcher: &mut impl Watcher,
+    ) -> io::Result<bool> {
         let Some(&slot) = self.slots.get(&key) else {
             return Ok(false);
         };
         let Some(session) = self.sessions[slot as usize].as_mut() else {
             return Ok(false);
         };
+        let token = session.token(slot, leg, true);
         let target = &mut session.legs[leg];
         match change.rtcp {
             RtcpSocket::Keep => {}
             RtcpSocket::Open(socket) => {
-                self.epoll.add(
-                    socket.as_raw_fd(),
-                    Token {
-                        slot,
-                        leg,
-                        rtcp: true,
-                    }
-                    .encode(),
-                )?;
+                watcher.watch(socket.as_raw_fd(), token)?;
                 if let Some(old) = target.rtcp.replace(socket) {
-                    self.epoll.remove(old.as_raw_fd());
+                    watcher.unwatch(old.as_raw_fd());
                 }
                 target.rtcp_latch = Latch::expecting(change.remote.or(target.remote));
             }
             RtcpSocket::Close => {
                 if let Some(old) = target.rtcp.take() {
-                    self.epoll.remove(old.as_raw_fd());
+                    watcher.unwatch(old.as_raw_fd());
                 }
             }
         }
@@ -481,34 +491,19 @@ impl Worker {
         Ok(true)
     }
 
-    fn remove(&mut self, key: SessionKey) -> Option<Session> {
+    fn remove(&mut self, key: SessionKey, watcher: &mut impl Watcher) -> Option<Session> {
         let slot = self.slots.remove(&key)?;
         let session = self.sessions[slot as usize].take()?;
-        unwatch(&self.epoll, &session);
+        // Unwatched before the sockets close (when the session drops), so no event names a
+        // freed slot's sockets.
+        for leg in &session.legs {
+            watcher.unwatch(leg.rtp.as_raw_fd());
+            if let Some(rtcp) = &leg.rtcp {
+                watcher.unwatch(rtcp.as_raw_fd());
+            }
+        }
         self.free.push(slot);
         Some(session)
-    }
-}
-
-/// Sends the queued datagrams from `fd` to `output`'s peer and counts them.
-fn flush(datagrams: &mut Datagrams, fd: RawFd, output: &mut Leg, tally: &mut Tally) {
-    let sent = datagrams.flush(fd);
-    output.counters.packets_out += sent.packets;
-    output.counters.bytes_out += sent.bytes;
-    tally.relayed_packets += sent.packets;
-    tally.relayed_bytes += sent.bytes;
-    for _ in 0..sent.failed {
-        tally.drop(DropReason::SendFailed);
-    }
-}
-
-/// Stops watching a session's sockets before they close, so no event names a freed slot.
-fn unwatch(epoll: &Epoll, session: &Session) {
-    for leg in &session.legs {
-        epoll.remove(leg.rtp.as_raw_fd());
-        if let Some(rtcp) = &leg.rtcp {
-            epoll.remove(rtcp.as_raw_fd());
-        }
     }
 }
 
@@ -517,26 +512,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tokens_round_trip() {
+    fn tokens_round_trip_below_the_limit() {
         for token in [
             Token {
                 slot: 0,
                 leg: 0,
                 rtcp: false,
+                generation: 0,
             },
             Token {
                 slot: 7,
                 leg: 1,
                 rtcp: true,
+                generation: 3,
             },
             Token {
                 slot: u32::MAX,
                 leg: 1,
                 rtcp: false,
+                generation: (1 << GENERATION_BITS) - 1,
             },
         ] {
             assert_eq!(Token::decode(token.encode()), token);
-            assert_ne!(token.encode(), WAKE);
+            assert!(token.encode() < Token::LIMIT);
         }
     }
 }
