@@ -46,9 +46,10 @@ enum Command {
         /// Where SIP is served (UDP and TCP).
         #[arg(long, default_value = "127.0.0.1:5060")]
         sip: SocketAddr,
-        /// Digest algorithms offered, most preferred first.
-        #[arg(long, value_delimiter = ',', default_value = "SHA-256,MD5")]
-        digest_algorithms: Vec<String>,
+        /// Digest algorithms offered, most preferred first; default: the SignallingPool
+        /// manifest's `digestAlgorithms`, else SHA-256,MD5.
+        #[arg(long, value_delimiter = ',')]
+        digest_algorithms: Option<Vec<String>>,
     },
     /// Writes the CRD YAML into crds/ and the chart.
     Crdgen {
@@ -308,10 +309,26 @@ fn authenticator(algorithms: &[String]) -> anyhow::Result<Authenticator> {
     Ok(Authenticator::new().with_algorithms(algorithms))
 }
 
-async fn up(path: PathBuf, sip: SocketAddr, digest_algorithms: Vec<String>) -> anyhow::Result<()> {
+async fn up(
+    path: PathBuf,
+    sip: SocketAddr,
+    digest_algorithms: Option<Vec<String>>,
+) -> anyhow::Result<()> {
     let _telemetry = telemetry::init("centrex", false)?;
-    let auth = authenticator(&digest_algorithms)?;
     let manifests = Manifests::load(&path)?;
+    let digest_algorithms = digest_algorithms.unwrap_or_else(|| {
+        let pool = manifests.signalling_pools.first().map(|p| &p.spec);
+        pool.map_or_else(
+            || vec!["SHA-256".into(), "MD5".into()],
+            |spec| {
+                spec.digest_algorithms
+                    .iter()
+                    .map(|a| a.as_str().to_string())
+                    .collect()
+            },
+        )
+    });
+    let auth = authenticator(&digest_algorithms)?;
     let store = MemoryStore::new();
     let report = centrex_operator::local::publish_all(&manifests, &store).await?;
     for (domain, users) in &report.tenants {

@@ -102,6 +102,11 @@ async fn applying_the_examples_creates_the_pools_and_serves_the_tenant() {
         Some(vec!["centrex".into(), "signalling".into(), "drain".into()]),
         "signalling pods drain their calls before SIGTERM"
     );
+    let args = signalling_pod.containers[0].args.clone().unwrap();
+    assert!(
+        args.contains(&"--digest-algorithms=SHA-256,MD5".to_string()),
+        "{args:?}"
+    );
     let sip: Service = eventually("SIP Service", || async {
         h.fake.get("default", "default-sip")
     })

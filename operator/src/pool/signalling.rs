@@ -68,6 +68,14 @@ pub fn build(pool: &SignallingPool, config: &OperatorConfig) -> SignallingObject
         format!("--udp-port={}", spec.sip.udp_port),
         format!("--tcp-port={}", spec.sip.tcp_port),
         format!("--drain-timeout={}s", spec.drain_timeout_seconds),
+        format!(
+            "--digest-algorithms={}",
+            spec.digest_algorithms
+                .iter()
+                .map(|a| a.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
     ];
     if let Some(tls) = spec.sip.tls_port {
         args.push(format!("--tls-port={tls}"));
