@@ -9,7 +9,9 @@ use std::process::Output;
 use centrex_coord::testing::eventually;
 use centrex_proto::media::NodeStatsRequest;
 use centrex_proto::media::media_control_client::MediaControlClient;
-use peers::{DOMAIN, Platform, free_udp_port, register_scenario, scenario_path, sipp_at};
+use peers::{
+    DOMAIN, Platform, answer_to, free_udp_port, invite, register_scenario, scenario_path, sipp_at,
+};
 
 /// Registers 101 (a sipp UAS echoing RTP) and has 100 call it (a sipp UAC: digest, 1.5 s of RTP,
 /// BYE); returns both sides' sipp outcome, caller first, once the call is over.
@@ -118,31 +120,6 @@ async fn a_registered_user_calls_another_and_rtp_flows_through_the_media_node() 
         stats.active_sessions, 0,
         "the relay session is released when the call ends"
     );
-}
-
-/// An INVITE from `user` to `target` with credentials answering `nonce` (none: no Authorization).
-fn invite(user: &str, password: &str, target: &str, nonce: Option<&str>, cseq: u32) -> String {
-    use centrex_signalling::auth::digest::Algorithm;
-    let auth = nonce
-        .map(|nonce| {
-            let ha1 = Algorithm::Md5.hash(&[user.as_bytes(), DOMAIN.as_bytes(), password.as_bytes()]);
-            let uri = format!("sip:{target}@{DOMAIN}");
-            let ha2 = Algorithm::Md5.hash(&[b"INVITE", uri.as_bytes()]);
-            let nc = format!("{cseq:08x}");
-            let response = Algorithm::Md5.hash(&[ha1.as_bytes(), nonce.as_bytes(), nc.as_bytes(), b"c", b"auth", ha2.as_bytes()]);
-            format!(
-                "Authorization: Digest username=\"{user}\", realm=\"{DOMAIN}\", nonce=\"{nonce}\", uri=\"{uri}\", \
-                 response=\"{response}\", algorithm=MD5, qop=auth, nc={nc}, cnonce=\"c\"\r\n"
-            )
-        })
-        .unwrap_or_default();
-    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
-    format!(
-        "INVITE sip:{target}@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5998;branch=z9hG4bKinv{cseq}\r\n\
-         From: <sip:{user}@{DOMAIN}>;tag=a\r\nTo: <sip:{target}@{DOMAIN}>\r\nCall-ID: {target}-{cseq}@test\r\nCSeq: {cseq} INVITE\r\n\
-         Contact: <sip:{user}@127.0.0.1:5998>\r\nMax-Forwards: 70\r\n{auth}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
-        sdp.len()
-    )
 }
 
 /// The final answer to an authenticated INVITE from 100 to `target`.
@@ -402,26 +379,6 @@ async fn a_re_invite_putting_the_call_on_hold_passes_through_with_its_sdp() {
     );
 }
 
-/// The first answer to `request` (sent from a fresh socket), provisional ones skipped.
-async fn answer_to(platform: &Platform, request: &str) -> String {
-    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    socket
-        .send_to(request.as_bytes(), platform.sip)
-        .await
-        .unwrap();
-    let mut buffer = vec![0u8; 65_536];
-    loop {
-        let len = tokio::time::timeout(std::time::Duration::from_secs(5), socket.recv(&mut buffer))
-            .await
-            .expect("an answer within 5 s")
-            .unwrap();
-        let text = String::from_utf8_lossy(&buffer[..len]).into_owned();
-        if !text.starts_with("SIP/2.0 1") {
-            return text;
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_draining_instance_refuses_new_calls_and_lets_the_running_one_finish() {
     let platform = Platform::start().await;
@@ -511,4 +468,19 @@ async fn a_new_tenant_revision_mid_call_keeps_the_call_and_takes_effect() {
         registered.status.success(),
         "102 of revision 2 cannot register"
     );
+}
+
+#[tokio::test]
+async fn an_invite_that_already_went_through_us_is_a_loop() {
+    let platform = Platform::start().await;
+    let looped = invite("100", "secret-100", "101", None, 1).replacen(
+        "\r\nFrom:",
+        &format!(
+            "\r\nVia: SIP/2.0/UDP {};branch=z9hG4bKours\r\nFrom:",
+            platform.sip
+        ),
+        1,
+    );
+    let answer = answer_to(&platform, &looped).await;
+    assert!(answer.starts_with("SIP/2.0 482"), "{answer}");
 }

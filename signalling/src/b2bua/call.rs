@@ -1,6 +1,7 @@
 //! One call through the B2BUA: the caller's dialog (leg A, where we are the UAS) and ours with
 //! the callee (leg B, where we are the UAC), tied together with a relay session on a media node.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -67,6 +68,9 @@ struct State {
     a_acked: bool,
     cseq_to_a: u32,
     cseq_to_b: u32,
+    /// Our BYEs and CANCELs awaiting a final answer, by branch: retransmitted over UDP (Timer E)
+    /// until one comes or Timer F gives up.
+    requests: HashMap<String, ClientTransaction>,
 }
 
 /// A call in progress.
@@ -226,6 +230,7 @@ impl Call {
                 a_acked: false,
                 cseq_to_a: 1,
                 cseq_to_b: 1,
+                requests: HashMap::new(),
             }),
         });
         for (index, (invite, destination)) in invites.into_iter().enumerate() {
@@ -261,6 +266,17 @@ impl Call {
             .top_via()
             .ok()
             .and_then(|v| v.branch().map(str::to_string));
+        let key = branch.as_deref().map(|b| match cseq.method {
+            Method::Cancel => cancel_key(b),
+            _ => b.to_string(),
+        });
+        if let Some(key) = &key
+            && let Some(tx) = self.state.lock().expect("call lock").requests.get_mut(key)
+        {
+            // An answer to our BYE or CANCEL: it stops the retransmissions.
+            tx.on_response(response.status().as_u16(), Instant::now());
+            return;
+        }
         let passed_on = {
             let state = self.state.lock().expect("call lock");
             state
@@ -864,7 +880,7 @@ impl Call {
     }
 
     /// A second phone answered after the first: ACK its 2xx, then BYE it (RFC 3261 §13.2.2.4).
-    async fn ack_and_bye_late_answer(&self, fork: usize, response: &Response) {
+    async fn ack_and_bye_late_answer(self: &Arc<Self>, fork: usize, response: &Response) {
         let destination = self.state.lock().expect("call lock").forks[fork].destination;
         let to = response
             .headers()
@@ -883,14 +899,11 @@ impl Call {
                     .clone()
             });
         for (method, cseq) in [(Method::Ack, 1), (Method::Bye, 2)] {
+            let branch = format!("z9hG4bK{}", tag());
             let request = RequestBuilder::new(method.clone(), target.clone())
                 .header(
                     HeaderName::Via,
-                    format!(
-                        "SIP/2.0/UDP {};branch=z9hG4bK{};rport",
-                        self.advertise,
-                        tag()
-                    ),
+                    format!("SIP/2.0/UDP {};branch={branch};rport", self.advertise),
                 )
                 .header(HeaderName::MaxForwards, "70")
                 .header(HeaderName::From, self.b_from.clone())
@@ -898,27 +911,98 @@ impl Call {
                 .header(HeaderName::CallId, self.b_call_id.clone())
                 .header(HeaderName::CSeq, format!("{cseq} {method}"))
                 .build();
-            if let Ok(request) = request {
-                self.send(&request, destination).await;
+            match (request, method) {
+                (Ok(bye), Method::Bye) => self.send_reliably(bye, branch, destination).await,
+                (Ok(ack), _) => self.send(&ack, destination).await,
+                (Err(_), _) => {}
             }
         }
     }
 
     async fn ack_2xx(&self) {
-        if let Some(ack) = self.in_dialog_to_callee(Method::Ack, Some(1)) {
+        if let Some((ack, _)) = self.in_dialog_to_callee(Method::Ack, Some(1)) {
             self.send_to_callee(&ack).await;
         }
     }
 
-    async fn bye_callee(&self) {
-        let answered = self.state.lock().expect("call lock").phase == Phase::Answered;
-        if answered && let Some(bye) = self.in_dialog_to_callee(Method::Bye, None) {
-            self.send_to_callee(&bye).await;
+    async fn bye_callee(self: &Arc<Self>) {
+        let (answered, destination) = {
+            let state = self.state.lock().expect("call lock");
+            (
+                state.phase == Phase::Answered,
+                state.winner.map(|w| state.forks[w].destination),
+            )
+        };
+        if answered
+            && let Some(destination) = destination
+            && let Some((bye, branch)) = self.in_dialog_to_callee(Method::Bye, None)
+        {
+            self.send_reliably(bye, branch, destination).await;
         }
     }
 
+    /// Sends a BYE or CANCEL and retransmits it (Timer E) until it is answered or Timer F fires
+    /// (RFC 3261 §17.1.2).
+    async fn send_reliably(
+        self: &Arc<Self>,
+        request: Bytes,
+        branch: String,
+        destination: SocketAddr,
+    ) {
+        let tx = ClientTransaction::start(
+            Kind::NonInvite,
+            Reliability::Unreliable,
+            TimerValues::default(),
+            Instant::now(),
+        );
+        self.state
+            .lock()
+            .expect("call lock")
+            .requests
+            .insert(branch.clone(), tx);
+        self.send(&request, destination).await;
+        let call = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let deadline = call
+                    .state
+                    .lock()
+                    .expect("call lock")
+                    .requests
+                    .get(&branch)
+                    .and_then(ClientTransaction::next_deadline);
+                let Some(deadline) = deadline else { break };
+                tokio::time::sleep_until(deadline.into()).await;
+                let actions = match call
+                    .state
+                    .lock()
+                    .expect("call lock")
+                    .requests
+                    .get_mut(&branch)
+                {
+                    Some(tx) => tx.on_timer(Instant::now()),
+                    None => break,
+                };
+                for action in actions {
+                    match action {
+                        Action::Retransmit => call.send(&request, destination).await,
+                        Action::TimedOut => {
+                            tracing::debug!(%destination, "no answer to our request (Timer F)");
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            call.state
+                .lock()
+                .expect("call lock")
+                .requests
+                .remove(&branch);
+        });
+    }
+
     /// CANCELs every fork still without a final answer, except `keep` (RFC 3261 §16.7 step 10).
-    async fn cancel_other_forks(&self, keep: Option<usize>) {
+    async fn cancel_other_forks(self: &Arc<Self>, keep: Option<usize>) {
         let pending: Vec<(String, String, SocketAddr)> = {
             let state = self.state.lock().expect("call lock");
             state
@@ -930,6 +1014,7 @@ impl Call {
                 .collect()
         };
         for (branch, uri, destination) in pending {
+            // A CANCEL shares its INVITE's branch; its own answers are told apart by the method.
             let cancel = RequestBuilder::new(Method::Cancel, uri)
                 .header(
                     HeaderName::Via,
@@ -942,13 +1027,15 @@ impl Call {
                 .header(HeaderName::CSeq, "1 CANCEL")
                 .build();
             if let Ok(cancel) = cancel {
-                self.send(&cancel, destination).await;
+                self.send_reliably(cancel, cancel_key(&branch), destination)
+                    .await;
             }
         }
     }
 
-    /// ACK (with the INVITE's CSeq) or BYE (the next CSeq) in our dialog with the callee.
-    fn in_dialog_to_callee(&self, method: Method, cseq: Option<u32>) -> Option<Bytes> {
+    /// ACK (with the INVITE's CSeq) or BYE (the next CSeq) in our dialog with the callee, and its
+    /// branch.
+    fn in_dialog_to_callee(&self, method: Method, cseq: Option<u32>) -> Option<(Bytes, String)> {
         let mut state = self.state.lock().expect("call lock");
         let cseq = cseq.unwrap_or_else(|| {
             state.cseq_to_b += 1;
@@ -963,14 +1050,11 @@ impl Call {
             Some(tag) => format!("{};tag={tag}", self.b_to),
             None => self.b_to.clone(),
         };
-        RequestBuilder::new(method.clone(), target)
+        let branch = format!("z9hG4bK{}", tag());
+        let request = RequestBuilder::new(method.clone(), target)
             .header(
                 HeaderName::Via,
-                format!(
-                    "SIP/2.0/UDP {};branch=z9hG4bK{};rport",
-                    self.advertise,
-                    tag()
-                ),
+                format!("SIP/2.0/UDP {};branch={branch};rport", self.advertise),
             )
             .header(HeaderName::MaxForwards, "70")
             .header(HeaderName::From, self.b_from.clone())
@@ -978,7 +1062,8 @@ impl Call {
             .header(HeaderName::CallId, self.b_call_id.clone())
             .header(HeaderName::CSeq, format!("{cseq} {method}"))
             .build()
-            .ok()
+            .ok()?;
+        Some((request, branch))
     }
 
     /// BYE to the caller: we are the UAS of that dialog, so From and To are the INVITE's swapped.
@@ -1000,7 +1085,7 @@ impl Call {
         (target, from)
     }
 
-    async fn bye_caller(&self) {
+    async fn bye_caller(self: &Arc<Self>) {
         let headers = self.a_invite.headers();
         let (target, from) = self.caller_dialog();
         let cseq = {
@@ -1008,14 +1093,11 @@ impl Call {
             state.cseq_to_a += 1;
             state.cseq_to_a
         };
+        let branch = format!("z9hG4bK{}", tag());
         let bye = RequestBuilder::new(Method::Bye, target)
             .header(
                 HeaderName::Via,
-                format!(
-                    "SIP/2.0/UDP {};branch=z9hG4bK{};rport",
-                    self.advertise,
-                    tag()
-                ),
+                format!("SIP/2.0/UDP {};branch={branch};rport", self.advertise),
             )
             .header(HeaderName::MaxForwards, "70")
             .header(HeaderName::From, from)
@@ -1030,7 +1112,7 @@ impl Call {
             .header(HeaderName::CSeq, format!("{cseq} BYE"))
             .build();
         if let Ok(bye) = bye {
-            self.send_to_caller(&bye).await;
+            self.send_reliably(bye, branch, self.a_source).await;
         }
     }
 
@@ -1056,6 +1138,11 @@ impl Call {
             tracing::debug!(%error, %destination, "cannot send to the callee");
         }
     }
+}
+
+/// The key of a CANCEL among our requests: it shares its INVITE's branch (RFC 3261 §9.1).
+fn cancel_key(branch: &str) -> String {
+    format!("{branch} CANCEL")
 }
 
 /// The relay session id of a call: stable for its Call-ID, so a retried allocation is idempotent.

@@ -82,6 +82,9 @@ impl B2bua {
                 .build()
                 .ok()
         };
+        if looped(&request, advertise) {
+            return respond(StatusCode::LOOP_DETECTED);
+        }
 
         let Some(domain) = request_domain(&request) else {
             return respond(StatusCode::NOT_FOUND);
@@ -244,6 +247,17 @@ impl Drop for Starting<'_> {
             .expect("starting lock")
             .remove(&self.call_id);
     }
+}
+
+/// Whether `request` has been through us already: one of its Vias is our own address (a binding
+/// that points back at this server, or forwards that come round), RFC 3261 §16.3 item 4.
+fn looped(request: &Request, advertise: SocketAddr) -> bool {
+    let (ip, port) = (advertise.ip().to_string(), advertise.port());
+    request
+        .headers()
+        .vias()
+        .filter_map(Result::ok)
+        .any(|via| via.port().unwrap_or(5060) == port && via.host().to_string() == ip)
 }
 
 fn request_domain(request: &Request) -> Option<String> {

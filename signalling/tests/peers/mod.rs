@@ -296,3 +296,48 @@ pub fn scenario_path(name: &str) -> std::path::PathBuf {
         .join("tests/scenarios")
         .join(name)
 }
+
+/// An INVITE from `user` to `target` with credentials answering `nonce` (none: no Authorization).
+pub fn invite(user: &str, password: &str, target: &str, nonce: Option<&str>, cseq: u32) -> String {
+    use centrex_signalling::auth::digest::Algorithm;
+    let auth = nonce
+        .map(|nonce| {
+            let ha1 = Algorithm::Md5.hash(&[user.as_bytes(), DOMAIN.as_bytes(), password.as_bytes()]);
+            let uri = format!("sip:{target}@{DOMAIN}");
+            let ha2 = Algorithm::Md5.hash(&[b"INVITE", uri.as_bytes()]);
+            let nc = format!("{cseq:08x}");
+            let response = Algorithm::Md5.hash(&[ha1.as_bytes(), nonce.as_bytes(), nc.as_bytes(), b"c", b"auth", ha2.as_bytes()]);
+            format!(
+                "Authorization: Digest username=\"{user}\", realm=\"{DOMAIN}\", nonce=\"{nonce}\", uri=\"{uri}\", \
+                 response=\"{response}\", algorithm=MD5, qop=auth, nc={nc}, cnonce=\"c\"\r\n"
+            )
+        })
+        .unwrap_or_default();
+    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+    format!(
+        "INVITE sip:{target}@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5998;branch=z9hG4bKinv{cseq}\r\n\
+         From: <sip:{user}@{DOMAIN}>;tag=a\r\nTo: <sip:{target}@{DOMAIN}>\r\nCall-ID: {target}-{cseq}@test\r\nCSeq: {cseq} INVITE\r\n\
+         Contact: <sip:{user}@127.0.0.1:5998>\r\nMax-Forwards: 70\r\n{auth}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    )
+}
+
+/// The first answer to `request` (sent from a fresh socket), provisional ones skipped.
+pub async fn answer_to(platform: &Platform, request: &str) -> String {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    socket
+        .send_to(request.as_bytes(), platform.sip)
+        .await
+        .unwrap();
+    let mut buffer = vec![0u8; 65_536];
+    loop {
+        let len = tokio::time::timeout(std::time::Duration::from_secs(5), socket.recv(&mut buffer))
+            .await
+            .expect("an answer within 5 s")
+            .unwrap();
+        let text = String::from_utf8_lossy(&buffer[..len]).into_owned();
+        if !text.starts_with("SIP/2.0 1") {
+            return text;
+        }
+    }
+}
