@@ -54,6 +54,8 @@ struct Pending {
     cseq: u32,
     /// Our answer to the original, once there is one (sent again on retransmissions).
     answered: Option<Bytes>,
+    /// The original sender acknowledged our 2xx (a re-INVITE's): retransmissions stop.
+    acked: bool,
 }
 
 struct State {
@@ -467,11 +469,20 @@ impl Call {
         let respond =
             |status: StatusCode| ResponseBuilder::for_request(request, status).build().ok();
         match (request.method(), from_caller) {
-            (Method::Ack, true) => {
-                self.state.lock().expect("call lock").a_acked = true;
+            (Method::Ack, from_caller) => {
+                let cseq = request.headers().cseq().ok().map(|c| c.seq);
+                let mut state = self.state.lock().expect("call lock");
+                if from_caller {
+                    state.a_acked = true;
+                }
+                if let Some(pending) = state.pending.as_mut()
+                    && pending.from_caller == from_caller
+                    && pending.original.headers().cseq().ok().map(|c| c.seq) == cseq
+                {
+                    pending.acked = true;
+                }
                 None
             }
-            (Method::Ack, false) => None,
             (Method::Bye, true) => {
                 self.bye_callee().await;
                 self.end().await;
@@ -574,6 +585,7 @@ impl Call {
             destination,
             cseq,
             answered: None,
+            acked: false,
         });
         self.send(&forwarded, destination).await;
         None
@@ -641,10 +653,12 @@ impl Call {
         if let Some(pending) = self.state.lock().expect("call lock").pending.as_mut() {
             pending.answered = Some(answer.clone());
         }
-        if from_caller {
-            self.send_to_caller(&answer).await;
-        } else {
-            self.send_to_callee(&answer).await;
+        self.send_to_party(from_caller, &answer).await;
+        if status.is_success() && original.method() == &Method::Invite {
+            tokio::spawn(
+                self.clone()
+                    .retransmit_reinvite_2xx(from_caller, answer.clone()),
+            );
         }
         // Our own INVITE transaction with the answering party ends with our ACK.
         if original.method() == &Method::Invite {
@@ -848,6 +862,41 @@ impl Call {
             }
             self.send_to_caller(&ok).await;
             interval = timers.backoff(interval, true);
+        }
+    }
+
+    /// Retransmits our 2xx to a re-INVITE until its sender ACKs it (RFC 3261 §13.3.1.4); a
+    /// missing ACK after 64·T1 is only logged: the call itself is fine.
+    async fn retransmit_reinvite_2xx(self: Arc<Self>, to_caller: bool, ok: Bytes) {
+        let timers = TimerValues::default();
+        let (mut interval, started) = (timers.t1, Instant::now());
+        loop {
+            tokio::time::sleep(interval).await;
+            let done = {
+                let state = self.state.lock().expect("call lock");
+                state.phase == Phase::Ended
+                    || state
+                        .pending
+                        .as_ref()
+                        .is_none_or(|p| p.acked || p.answered.as_ref() != Some(&ok))
+            };
+            if done {
+                return;
+            }
+            if started.elapsed() >= timers.timeout() {
+                tracing::debug!(call_id = self.a_call_id, "no ACK for a re-INVITE's 200 OK");
+                return;
+            }
+            self.send_to_party(to_caller, &ok).await;
+            interval = timers.backoff(interval, true);
+        }
+    }
+
+    async fn send_to_party(&self, caller: bool, bytes: &[u8]) {
+        if caller {
+            self.send_to_caller(bytes).await;
+        } else {
+            self.send_to_callee(bytes).await;
         }
     }
 
