@@ -138,14 +138,14 @@ impl AnsweredCall {
             callee_invite: offer,
         };
         call.caller
-            .send_to(call.from_caller("ACK", 2, "").as_bytes(), sip)
+            .send_to(call.caller_request("ACK", 2, "").as_bytes(), sip)
             .await
             .unwrap();
         call
     }
 
     /// A request of the caller in its dialog.
-    fn from_caller(&self, method: &str, cseq: u32, body: &str) -> String {
+    fn caller_request(&self, method: &str, cseq: u32, body: &str) -> String {
         format!(
             "{method} sip:centrex@{sip} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5998;branch=z9hG4bK{method}{cseq}\r\n\
              From: <sip:100@{domain}>;tag=a\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\n\
@@ -159,7 +159,7 @@ impl AnsweredCall {
     }
 
     /// A request of the callee in its dialog (From and To of the B2BUA's INVITE swapped).
-    fn from_callee(&self, method: &str, cseq: u32, body: &str) -> String {
+    fn callee_request(&self, method: &str, cseq: u32, body: &str) -> String {
         let invite = &self.callee_invite;
         format!(
             "{method} sip:centrex@{sip} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5997;branch=z9hG4bKb{method}{cseq}\r\n\
@@ -205,7 +205,7 @@ async fn an_unanswered_bye_is_retransmitted_until_answered() {
 
     // 100 hangs up; 101 "loses" the first BYE and answers the second.
     call.caller
-        .send_to(call.from_caller("BYE", 3, "").as_bytes(), call.sip)
+        .send_to(call.caller_request("BYE", 3, "").as_bytes(), call.sip)
         .await
         .unwrap();
     let (first, _) = expect(&call.callee, "BYE").await;
@@ -236,7 +236,7 @@ async fn our_ok_to_a_re_invite_is_retransmitted_until_acknowledged() {
     // 101 puts the call on hold; the re-INVITE reaches 100, who accepts.
     let hold = SDP.replace("t=0 0\r\n", "t=0 0\r\na=sendonly\r\n");
     call.callee
-        .send_to(call.from_callee("INVITE", 1, &hold).as_bytes(), call.sip)
+        .send_to(call.callee_request("INVITE", 1, &hold).as_bytes(), call.sip)
         .await
         .unwrap();
     let (reinvite, server) = expect(&call.caller, "INVITE").await;
@@ -251,7 +251,7 @@ async fn our_ok_to_a_re_invite_is_retransmitted_until_acknowledged() {
     let (again, _) = expect(&call.callee, "SIP/2.0 200").await;
     assert_eq!(first, again, "the same answer is retransmitted");
     call.callee
-        .send_to(call.from_callee("ACK", 1, "").as_bytes(), call.sip)
+        .send_to(call.callee_request("ACK", 1, "").as_bytes(), call.sip)
         .await
         .unwrap();
     silence(
