@@ -11,3 +11,4 @@ pub mod sdp;
 pub mod server;
 pub mod sip;
 pub mod transaction;
+pub mod transport;

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use centrex_coord::snapshot::{TenantSnapshot, UserEntry};
-use tokio::net::UdpSocket;
 
 use super::B2bua;
 use crate::media::{Anchor, MediaPool};
@@ -17,7 +16,8 @@ use crate::sip::{
     HeaderName, Method, Request, RequestBuilder, Response, ResponseBuilder, StatusCode, Uri,
 };
 use crate::transaction::client::{Action, ClientTransaction, Kind};
-use crate::transaction::timers::{Reliability, TimerValues};
+use crate::transaction::timers::TimerValues;
+use crate::transport::{Outbound, Peer};
 
 /// How long an ended call is remembered, to absorb retransmissions (64·T1).
 const LINGER: Duration = Duration::from_secs(32);
@@ -34,7 +34,7 @@ enum Phase {
 struct Fork {
     branch: String,
     uri: String,
-    destination: SocketAddr,
+    destination: Peer,
     invite: Bytes,
     tx: ClientTransaction,
     /// Final status received (or 408 when Timer B fired).
@@ -50,7 +50,7 @@ struct Pending {
     /// Branch of what we forwarded, to match the answer.
     branch: String,
     forwarded: Bytes,
-    destination: SocketAddr,
+    destination: Peer,
     cseq: u32,
     /// Our answer to the original, once there is one (sent again on retransmissions).
     answered: Option<Bytes>,
@@ -78,12 +78,11 @@ struct State {
 /// A call in progress.
 pub struct Call {
     b2bua: Weak<B2bua>,
-    socket: Arc<UdpSocket>,
-    advertise: SocketAddr,
+    out: Arc<Outbound>,
     pool: MediaPool,
     anchor: Anchor,
     a_invite: Request,
-    a_source: SocketAddr,
+    a_source: Peer,
     a_call_id: String,
     a_to_tag: String,
     b_call_id: String,
@@ -105,13 +104,12 @@ impl Call {
     pub async fn start(
         b2bua: Arc<B2bua>,
         a_invite: Request,
-        a_source: SocketAddr,
+        a_source: Peer,
         tenant: &TenantSnapshot,
         caller: &UserEntry,
-        targets: &[(String, SocketAddr)],
+        targets: &[(String, Peer)],
         pool: MediaPool,
-        socket: Arc<UdpSocket>,
-        advertise: SocketAddr,
+        out: Arc<Outbound>,
     ) -> Result<Arc<Self>, StatusCode> {
         let headers = a_invite.headers();
         let a_call_id = headers
@@ -173,22 +171,19 @@ impl Call {
         for (uri, destination) in targets {
             let branch = format!("z9hG4bK{}", tag());
             let invite = RequestBuilder::new(Method::Invite, uri.clone())
-                .header(
-                    HeaderName::Via,
-                    format!("SIP/2.0/UDP {advertise};branch={branch};rport"),
-                )
+                .header(HeaderName::Via, via(&out, *destination, &branch))
                 .header(HeaderName::MaxForwards, (hops - 1).to_string())
                 .header(HeaderName::From, b_from.clone())
                 .header(HeaderName::To, b_to.clone())
                 .header(HeaderName::CallId, b_call_id.clone())
                 .header(HeaderName::CSeq, "1 INVITE")
-                .header(HeaderName::Contact, format!("<sip:centrex@{advertise}>"))
+                .header(HeaderName::Contact, contact(&out, *destination))
                 .body("application/sdp", Bytes::from(offer_to_callee.clone()))
                 .build()
                 .map_err(|_| StatusCode::SERVER_INTERNAL_ERROR)?;
             let tx = ClientTransaction::start(
                 Kind::Invite,
-                Reliability::Unreliable,
+                destination.transport.reliability(),
                 TimerValues::default(),
                 Instant::now(),
             );
@@ -204,14 +199,13 @@ impl Call {
         let trying = ResponseBuilder::for_request(&a_invite, StatusCode::TRYING)
             .build()
             .ok();
-        let invites: Vec<(Bytes, SocketAddr)> = forks
+        let invites: Vec<(Bytes, Peer)> = forks
             .iter()
             .map(|f| (f.invite.clone(), f.destination))
             .collect();
         let call = Arc::new(Self {
             b2bua: Arc::downgrade(&b2bua),
-            socket,
-            advertise,
+            out,
             pool,
             anchor,
             a_source,
@@ -389,10 +383,7 @@ impl Call {
         let mut builder =
             ResponseBuilder::for_request(&self.a_invite, status_code).to_tag(self.a_to_tag.clone());
         if status < 300 {
-            builder = builder.header(
-                HeaderName::Contact,
-                format!("<sip:centrex@{}>", self.advertise),
-            );
+            builder = builder.header(HeaderName::Contact, contact(&self.out, self.a_source));
         }
         if let Some(answer) = &answer {
             builder = builder.body(
@@ -460,11 +451,7 @@ impl Call {
     }
 
     /// A request inside this call, from either party.
-    pub async fn request(
-        self: &Arc<Self>,
-        request: &Request,
-        _source: SocketAddr,
-    ) -> Option<Bytes> {
+    pub async fn request(self: &Arc<Self>, request: &Request, _source: Peer) -> Option<Bytes> {
         let from_caller = request.headers().call_id().ok() == Some(self.a_call_id.as_str());
         let respond =
             |status: StatusCode| ResponseBuilder::for_request(request, status).build().ok();
@@ -542,8 +529,8 @@ impl Call {
                     }
                     let (forwarded, destination) = (pending.forwarded.clone(), pending.destination);
                     drop(state);
-                    let socket = self.socket.clone();
-                    tokio::spawn(async move { socket.send_to(&forwarded, destination).await });
+                    let out = self.out.clone();
+                    tokio::spawn(async move { out.send(&forwarded, destination).await });
                     return None;
                 }
                 if pending.answered.is_none() {
@@ -644,10 +631,14 @@ impl Call {
             );
         }
         if status.is_success() {
-            builder = builder.header(
-                HeaderName::Contact,
-                format!("<sip:centrex@{}>", self.advertise),
-            );
+            let original_sender = if from_caller {
+                Some(self.a_source)
+            } else {
+                self.callee()
+            };
+            if let Some(peer) = original_sender {
+                builder = builder.header(HeaderName::Contact, contact(&self.out, peer));
+            }
         }
         let Ok(answer) = builder.build() else { return };
         if let Some(pending) = self.state.lock().expect("call lock").pending.as_mut() {
@@ -685,9 +676,8 @@ impl Call {
         to_callee: bool,
         method: Method,
         body: Option<String>,
-    ) -> Option<(Bytes, String, u32, SocketAddr)> {
+    ) -> Option<(Bytes, String, u32, Peer)> {
         let branch = format!("z9hG4bK{}", tag());
-        let via = format!("SIP/2.0/UDP {};branch={branch};rport", self.advertise);
         let mut state = self.state.lock().expect("call lock");
         let (uri, from, to, call_id, cseq, destination) = if to_callee {
             let winner = state.winner?;
@@ -728,16 +718,13 @@ impl Call {
         };
         drop(state);
         let mut builder = RequestBuilder::new(method.clone(), uri)
-            .header(HeaderName::Via, via)
+            .header(HeaderName::Via, via(&self.out, destination, &branch))
             .header(HeaderName::MaxForwards, "70")
             .header(HeaderName::From, from)
             .header(HeaderName::To, to)
             .header(HeaderName::CallId, call_id)
             .header(HeaderName::CSeq, format!("{cseq} {method}"))
-            .header(
-                HeaderName::Contact,
-                format!("<sip:centrex@{}>", self.advertise),
-            );
+            .header(HeaderName::Contact, contact(&self.out, destination));
         if let Some(body) = body {
             builder = builder.body("application/sdp", Bytes::from(body));
         }
@@ -747,23 +734,21 @@ impl Call {
     /// The ACK of a re-INVITE we sent (`to_callee` or to the caller), answered with `to`.
     fn ack_in_dialog(&self, to_callee: bool, to: &str, cseq: u32, branch: &str) -> Option<Bytes> {
         let state = self.state.lock().expect("call lock");
-        let (uri, from, call_id) = if to_callee {
+        let (uri, from, call_id, peer) = if to_callee {
             let winner = state.winner?;
             let uri = state
                 .b_target
                 .clone()
                 .unwrap_or_else(|| state.forks[winner].uri.clone());
-            (uri, self.b_from.clone(), self.b_call_id.clone())
+            let peer = state.forks[winner].destination;
+            (uri, self.b_from.clone(), self.b_call_id.clone(), peer)
         } else {
             let (uri, from) = self.caller_dialog();
-            (uri, from, self.a_call_id.clone())
+            (uri, from, self.a_call_id.clone(), self.a_source)
         };
         drop(state);
         RequestBuilder::new(Method::Ack, uri)
-            .header(
-                HeaderName::Via,
-                format!("SIP/2.0/UDP {};branch={branch};rport", self.advertise),
-            )
+            .header(HeaderName::Via, via(&self.out, peer, branch))
             .header(HeaderName::MaxForwards, "70")
             .header(HeaderName::From, from)
             .header(HeaderName::To, to.to_string())
@@ -913,10 +898,7 @@ impl Call {
             .unwrap_or_default()
             .to_string();
         let ack = RequestBuilder::new(Method::Ack, uri)
-            .header(
-                HeaderName::Via,
-                format!("SIP/2.0/UDP {};branch={branch};rport", self.advertise),
-            )
+            .header(HeaderName::Via, via(&self.out, destination, &branch))
             .header(HeaderName::MaxForwards, "70")
             .header(HeaderName::From, self.b_from.clone())
             .header(HeaderName::To, to)
@@ -950,10 +932,7 @@ impl Call {
         for (method, cseq) in [(Method::Ack, 1), (Method::Bye, 2)] {
             let branch = format!("z9hG4bK{}", tag());
             let request = RequestBuilder::new(method.clone(), target.clone())
-                .header(
-                    HeaderName::Via,
-                    format!("SIP/2.0/UDP {};branch={branch};rport", self.advertise),
-                )
+                .header(HeaderName::Via, via(&self.out, destination, &branch))
                 .header(HeaderName::MaxForwards, "70")
                 .header(HeaderName::From, self.b_from.clone())
                 .header(HeaderName::To, to.clone())
@@ -992,15 +971,10 @@ impl Call {
 
     /// Sends a BYE or CANCEL and retransmits it (Timer E) until it is answered or Timer F fires
     /// (RFC 3261 §17.1.2).
-    async fn send_reliably(
-        self: &Arc<Self>,
-        request: Bytes,
-        branch: String,
-        destination: SocketAddr,
-    ) {
+    async fn send_reliably(self: &Arc<Self>, request: Bytes, branch: String, destination: Peer) {
         let tx = ClientTransaction::start(
             Kind::NonInvite,
-            Reliability::Unreliable,
+            destination.transport.reliability(),
             TimerValues::default(),
             Instant::now(),
         );
@@ -1052,7 +1026,7 @@ impl Call {
 
     /// CANCELs every fork still without a final answer, except `keep` (RFC 3261 §16.7 step 10).
     async fn cancel_other_forks(self: &Arc<Self>, keep: Option<usize>) {
-        let pending: Vec<(String, String, SocketAddr)> = {
+        let pending: Vec<(String, String, Peer)> = {
             let state = self.state.lock().expect("call lock");
             state
                 .forks
@@ -1065,10 +1039,7 @@ impl Call {
         for (branch, uri, destination) in pending {
             // A CANCEL shares its INVITE's branch; its own answers are told apart by the method.
             let cancel = RequestBuilder::new(Method::Cancel, uri)
-                .header(
-                    HeaderName::Via,
-                    format!("SIP/2.0/UDP {};branch={branch};rport", self.advertise),
-                )
+                .header(HeaderName::Via, via(&self.out, destination, &branch))
                 .header(HeaderName::MaxForwards, "70")
                 .header(HeaderName::From, self.b_from.clone())
                 .header(HeaderName::To, self.b_to.clone())
@@ -1090,21 +1061,19 @@ impl Call {
             state.cseq_to_b += 1;
             state.cseq_to_b
         });
-        let winner = state
-            .winner
-            .map(|w| state.forks[w].uri.clone())
-            .unwrap_or_default();
-        let target = state.b_target.clone().unwrap_or(winner);
+        let winner = state.winner?;
+        let callee = state.forks[winner].destination;
+        let target = state
+            .b_target
+            .clone()
+            .unwrap_or_else(|| state.forks[winner].uri.clone());
         let to = match &state.b_to_tag {
             Some(tag) => format!("{};tag={tag}", self.b_to),
             None => self.b_to.clone(),
         };
         let branch = format!("z9hG4bK{}", tag());
         let request = RequestBuilder::new(method.clone(), target)
-            .header(
-                HeaderName::Via,
-                format!("SIP/2.0/UDP {};branch={branch};rport", self.advertise),
-            )
+            .header(HeaderName::Via, via(&self.out, callee, &branch))
             .header(HeaderName::MaxForwards, "70")
             .header(HeaderName::From, self.b_from.clone())
             .header(HeaderName::To, to)
@@ -1144,10 +1113,7 @@ impl Call {
         };
         let branch = format!("z9hG4bK{}", tag());
         let bye = RequestBuilder::new(Method::Bye, target)
-            .header(
-                HeaderName::Via,
-                format!("SIP/2.0/UDP {};branch={branch};rport", self.advertise),
-            )
+            .header(HeaderName::Via, via(&self.out, self.a_source, &branch))
             .header(HeaderName::MaxForwards, "70")
             .header(HeaderName::From, from)
             .header(
@@ -1166,26 +1132,48 @@ impl Call {
     }
 
     async fn send_to_caller(&self, bytes: &[u8]) {
-        if let Err(error) = self.socket.send_to(bytes, self.a_source).await {
-            tracing::debug!(%error, "cannot send to the caller");
-        }
+        self.send(bytes, self.a_source).await;
+    }
+
+    /// The phone that answered.
+    fn callee(&self) -> Option<Peer> {
+        let state = self.state.lock().expect("call lock");
+        state.winner.map(|w| state.forks[w].destination)
     }
 
     /// Sends to the phone that answered.
     async fn send_to_callee(&self, bytes: &[u8]) {
-        let destination = {
-            let state = self.state.lock().expect("call lock");
-            state.winner.map(|w| state.forks[w].destination)
-        };
-        if let Some(destination) = destination {
-            self.send(bytes, destination).await;
+        if let Some(callee) = self.callee() {
+            self.send(bytes, callee).await;
         }
     }
 
-    async fn send(&self, bytes: &[u8], destination: SocketAddr) {
-        if let Err(error) = self.socket.send_to(bytes, destination).await {
-            tracing::debug!(%error, %destination, "cannot send to the callee");
+    async fn send(&self, bytes: &[u8], peer: Peer) {
+        if let Err(error) = self.out.send(bytes, peer).await {
+            tracing::debug!(%error, peer = %peer.addr, "cannot send");
         }
+    }
+}
+
+/// Our Via towards `peer`: its transport, and our address on it.
+fn via(out: &Outbound, peer: Peer, branch: &str) -> String {
+    let address = out
+        .advertised(peer.transport)
+        .map_or_else(String::new, |a| a.to_string());
+    format!(
+        "SIP/2.0/{} {address};branch={branch};rport",
+        peer.transport.via_token()
+    )
+}
+
+/// Our Contact towards `peer`, so its in-dialog requests come back over the same transport.
+fn contact(out: &Outbound, peer: Peer) -> String {
+    let address = out
+        .advertised(peer.transport)
+        .map_or_else(String::new, |a| a.to_string());
+    match peer.transport {
+        crate::transport::Transport::Udp => format!("<sip:centrex@{address}>"),
+        crate::transport::Transport::Tcp => format!("<sip:centrex@{address};transport=tcp>"),
     }
 }
 

@@ -9,18 +9,18 @@ mod call;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use centrex_coord::Store;
-use tokio::net::UdpSocket;
 
 use crate::auth::authenticator::{AuthOutcome, Authenticator};
 use crate::directory::Directory;
 use crate::media::MediaPool;
 use crate::registrar::bindings;
 use crate::sip::{HeaderName, Request, Response, ResponseBuilder, StatusCode, Uri};
+use crate::transport::{Outbound, Peer, Transport};
 use call::Call;
 
 /// Calls one instance holds at most; more are refused with 503.
@@ -33,8 +33,7 @@ pub struct B2bua {
     store: Arc<dyn Store>,
     directory: Directory,
     auth: Arc<Authenticator>,
-    socket: OnceLock<Arc<UdpSocket>>,
-    advertise: OnceLock<SocketAddr>,
+    out: Arc<Outbound>,
     /// Calls by the Call-ID of either leg.
     calls: Mutex<HashMap<String, Arc<Call>>>,
     /// Call-IDs of INVITEs being set up (authenticated, media being anchored): their
@@ -46,43 +45,40 @@ pub struct B2bua {
 
 impl B2bua {
     /// A B2BUA for the tenants of `directory`.
-    pub fn new(store: Arc<dyn Store>, directory: Directory, auth: Arc<Authenticator>) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        directory: Directory,
+        auth: Arc<Authenticator>,
+        out: Arc<Outbound>,
+    ) -> Self {
         Self {
             store,
             directory,
             auth,
-            socket: OnceLock::new(),
-            advertise: OnceLock::new(),
+            out,
             calls: Mutex::default(),
             starting: Mutex::default(),
             pools: Mutex::default(),
         }
     }
 
-    /// Sets the socket calls are sent from and the address written into Via and Contact.
-    pub fn attach(&self, socket: Arc<UdpSocket>, advertise: SocketAddr) {
-        let _ = self.socket.set(socket);
-        let _ = self.advertise.set(advertise);
-    }
-
-    /// A new INVITE (no To tag) from `source`; returns the immediate answer.
-    pub async fn invite(self: &Arc<Self>, request: Request, source: SocketAddr) -> Option<Bytes> {
+    /// A new INVITE (no To tag) from `caller`; returns the immediate answer.
+    pub async fn invite(self: &Arc<Self>, request: Request, caller: Peer) -> Option<Bytes> {
         let call_id = request.headers().call_id().ok()?.to_string();
         // A retransmission gets the latest answer again, or nothing while the call is set up.
         let _starting = Starting::claim(&self.starting, call_id.clone())?;
         if let Some(call) = self.find(&call_id) {
             return call.last_answer_to_caller();
         }
-        let (Some(socket), Some(&advertise)) = (self.socket.get(), self.advertise.get()) else {
-            return None;
-        };
+        let source = caller.addr;
         let respond = |status: StatusCode| {
             ResponseBuilder::for_request(&request, status)
                 .to_tag(call::tag())
                 .build()
                 .ok()
         };
-        if looped(&request, advertise) {
+        let ours = [Transport::Udp, Transport::Tcp].map(|t| self.out.advertised(t));
+        if looped(&request, ours.iter().flatten()) {
             return respond(StatusCode::LOOP_DETECTED);
         }
 
@@ -92,18 +88,18 @@ impl B2bua {
         let Some(tenant) = self.directory.tenant(&domain) else {
             return respond(StatusCode::NOT_FOUND);
         };
-        let Some(caller) = from_user(&request, &domain) else {
+        let Some(caller_user) = from_user(&request, &domain) else {
             return respond(StatusCode::FORBIDDEN);
         };
         let unix_now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let authorization = request.headers().get(HeaderName::Authorization);
-        let caller = match self.auth.authenticate(
+        let caller_user = match self.auth.authenticate(
             "INVITE",
             authorization,
             &tenant,
-            &caller,
+            &caller_user,
             source.ip(),
             unix_now,
             Instant::now(),
@@ -138,9 +134,15 @@ impl B2bua {
             }
         };
         // Every registered phone rings (bounded by the registrar's contacts per user).
-        let targets: Vec<(String, SocketAddr)> = contacts
+        let targets: Vec<(String, Peer)> = contacts
             .into_iter()
-            .filter_map(|(b, _)| Some((b.contact, b.source.parse().ok()?)))
+            .filter_map(|(b, _)| {
+                let peer = Peer {
+                    addr: b.source.parse().ok()?,
+                    transport: Transport::parse(&b.transport)?,
+                };
+                Some((b.contact, peer))
+            })
             .collect();
         if targets.is_empty() {
             return respond(StatusCode::TEMPORARILY_UNAVAILABLE);
@@ -149,13 +151,12 @@ impl B2bua {
         let call = match Call::start(
             self.clone(),
             request.clone(),
-            source,
+            caller,
             &tenant,
-            &caller,
+            &caller_user,
             &targets,
             pool,
-            socket.clone(),
-            advertise,
+            self.out.clone(),
         )
         .await
         {
@@ -171,7 +172,7 @@ impl B2bua {
     }
 
     /// A request inside an existing call (ACK, BYE, CANCEL, re-INVITE); `None` when unknown.
-    pub async fn in_call(&self, request: &Request, source: SocketAddr) -> Option<Option<Bytes>> {
+    pub async fn in_call(&self, request: &Request, source: Peer) -> Option<Option<Bytes>> {
         let call_id = request.headers().call_id().ok()?;
         let call = self.find(call_id)?;
         Some(call.request(request, source).await)
@@ -251,13 +252,12 @@ impl Drop for Starting<'_> {
 
 /// Whether `request` has been through us already: one of its Vias is our own address (a binding
 /// that points back at this server, or forwards that come round), RFC 3261 §16.3 item 4.
-fn looped(request: &Request, advertise: SocketAddr) -> bool {
-    let (ip, port) = (advertise.ip().to_string(), advertise.port());
-    request
-        .headers()
-        .vias()
-        .filter_map(Result::ok)
-        .any(|via| via.port().unwrap_or(5060) == port && via.host().to_string() == ip)
+fn looped<'a>(request: &Request, ours: impl Iterator<Item = &'a SocketAddr> + Clone) -> bool {
+    request.headers().vias().filter_map(Result::ok).any(|via| {
+        let (host, port) = (via.host().to_string(), via.port().unwrap_or(5060));
+        ours.clone()
+            .any(|address| address.port() == port && address.ip().to_string() == host)
+    })
 }
 
 fn request_domain(request: &Request) -> Option<String> {
