@@ -7,66 +7,26 @@ mod peers;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use peers::{Platform, free_udp_port, invite, register_scenario, sipp};
+use peers::{Platform, free_udp_port, header, invite, register_scenario, respond, sipp};
 use tokio::net::UdpSocket;
-
-/// The value of header `name` in `message`.
-fn header<'m>(message: &'m str, name: &str) -> &'m str {
-    message
-        .lines()
-        .find_map(|line| {
-            let (key, value) = line.split_once(':')?;
-            key.trim().eq_ignore_ascii_case(name).then(|| value.trim())
-        })
-        .unwrap_or_else(|| panic!("no {name} in {message}"))
-}
 
 /// The next datagram on `socket` whose first line starts with `start`, and where it came from.
 async fn expect(socket: &UdpSocket, start: &str) -> (String, SocketAddr) {
     let mut buffer = vec![0u8; 65_536];
+    let mut skipped = Vec::new();
     loop {
-        let (len, from) =
-            tokio::time::timeout(Duration::from_secs(5), socket.recv_from(&mut buffer))
-                .await
-                .unwrap_or_else(|_| panic!("no {start} within 5 s"))
-                .unwrap();
+        let received =
+            tokio::time::timeout(Duration::from_secs(5), socket.recv_from(&mut buffer)).await;
+        let Ok(received) = received else {
+            panic!("no {start} within 5 s; received instead: {skipped:#?}");
+        };
+        let (len, from) = received.unwrap();
         let text = String::from_utf8_lossy(&buffer[..len]).into_owned();
         if text.starts_with(start) {
             return (text, from);
         }
+        skipped.push(text.lines().next().unwrap_or_default().to_string());
     }
-}
-
-/// A response to `request` with `status`, as the phone that received it.
-fn respond(request: &str, status: &str, to_tag: &str, body: &str) -> String {
-    let mut response = format!("SIP/2.0 {status}\r\n");
-    for line in request.lines().filter(|l| l.starts_with("Via:")) {
-        response.push_str(line);
-        response.push_str("\r\n");
-    }
-    let to = header(request, "To");
-    let to = if to.contains(";tag=") {
-        to.to_string()
-    } else {
-        format!("{to};tag={to_tag}")
-    };
-    for (name, value) in [
-        ("From", header(request, "From")),
-        ("To", &to),
-        ("Call-ID", header(request, "Call-ID")),
-        ("CSeq", header(request, "CSeq")),
-    ] {
-        response.push_str(&format!("{name}: {value}\r\n"));
-    }
-    if body.is_empty() {
-        response.push_str("Content-Length: 0\r\n\r\n");
-    } else {
-        response.push_str(&format!(
-            "Contact: <sip:101@127.0.0.1>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        ));
-    }
-    response
 }
 
 /// A call from 100 to 101 through the platform, answered, with both phones as raw sockets.
