@@ -5,6 +5,8 @@ set -euo pipefail
 
 need_apt=()
 command -v protoc >/dev/null || need_apt+=(protobuf-compiler)   # etcd-client and proto/ build scripts
+# etcd-client's protos import the well-known types, which only come with libprotobuf-dev.
+[[ -e /usr/include/google/protobuf/timestamp.proto ]] || need_apt+=(libprotobuf-dev)
 command -v etcd >/dev/null || need_apt+=(etcd-server)           # the store contract tests run a real etcd
 command -v sipp >/dev/null || need_apt+=(sip-tester)            # SIP tests drive real peers
 command -v baresip >/dev/null || need_apt+=(baresip-core)       # the audio test calls between two real softphones

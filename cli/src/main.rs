@@ -1,5 +1,6 @@
 //! `centrex`: one binary for every Centrex component.
 
+mod drain;
 mod telemetry;
 
 use std::net::SocketAddr;
@@ -45,9 +46,10 @@ enum Command {
         /// Where SIP is served (UDP and TCP).
         #[arg(long, default_value = "127.0.0.1:5060")]
         sip: SocketAddr,
-        /// Digest algorithms offered, most preferred first.
-        #[arg(long, value_delimiter = ',', default_value = "SHA-256,MD5")]
-        digest_algorithms: Vec<String>,
+        /// Digest algorithms offered, most preferred first; default: the SignallingPool
+        /// manifest's `digestAlgorithms`, else SHA-256,MD5.
+        #[arg(long, value_delimiter = ',')]
+        digest_algorithms: Option<Vec<String>>,
     },
     /// Writes the CRD YAML into crds/ and the chart.
     Crdgen {
@@ -57,21 +59,30 @@ enum Command {
     },
 }
 
-/// Signalling settings (the operator sets them on the pods it creates).
+/// Signalling settings (the operator sets them on the pods it creates), or `signalling drain`.
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 struct SignallingArgs {
+    #[command(subcommand)]
+    action: Option<SignallingAction>,
     /// SignallingPool this instance belongs to.
-    #[arg(long)]
-    pool: String,
+    #[arg(long, required = true)]
+    pool: Option<String>,
+    /// Local address of the SIP sockets.
+    #[arg(long, default_value = "0.0.0.0")]
+    bind: std::net::IpAddr,
     /// SIP over UDP port.
     #[arg(long, default_value_t = 5060)]
     udp_port: u16,
     /// SIP over TCP port.
     #[arg(long, default_value_t = 5060)]
     tcp_port: u16,
-    /// Longest wait for transactions to finish on shutdown, e.g. `300s`.
-    #[arg(long, default_value = "300s")]
-    drain_timeout: String,
+    /// Address of /metrics, /healthz, /readyz and /drain.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    http_addr: SocketAddr,
+    /// Longest wait for calls to end once draining (e.g. 300s, 5m).
+    #[arg(long, default_value = "300s", value_parser = centrex_media_node::args::parse_duration)]
+    drain_timeout: Duration,
     /// etcd client URLs, comma-separated.
     #[arg(
         long,
@@ -89,6 +100,18 @@ struct SignallingArgs {
     /// Logs as JSON lines (the default in a cluster).
     #[arg(long, env = "CENTREX_LOG_JSON", default_value_t = true, action = clap::ArgAction::Set)]
     log_json: bool,
+}
+
+/// What `signalling` does besides running an instance.
+#[derive(Subcommand)]
+enum SignallingAction {
+    /// Asks the local instance to drain and waits until its calls end or its drain timeout
+    /// passes (the pod's preStop hook).
+    Drain {
+        /// Address of the instance's HTTP endpoints.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        http_addr: SocketAddr,
+    },
 }
 
 /// Operator settings; every flag can come from its environment variable.
@@ -184,6 +207,9 @@ async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
 }
 
 async fn signalling(args: SignallingArgs) -> anyhow::Result<()> {
+    if let Some(SignallingAction::Drain { http_addr }) = args.action {
+        return drain::drain_signalling(http_addr).await;
+    }
     let _telemetry = telemetry::init("centrex-signalling", args.log_json)?;
     let auth = authenticator(&args.digest_algorithms)?;
     let store: Arc<dyn Store> = Arc::new(
@@ -193,46 +219,80 @@ async fn signalling(args: SignallingArgs) -> anyhow::Result<()> {
     );
     tracing::info!(
         pool = args.pool,
-        drain_timeout = args.drain_timeout,
+        drain_timeout = ?args.drain_timeout,
         "signalling starting"
     );
-    let udp = SocketAddr::from(([0, 0, 0, 0], args.udp_port));
-    let tcp = SocketAddr::from(([0, 0, 0, 0], args.tcp_port));
-    serve_sip(store, udp, tcp, auth, args.advertise).await
+    let sip = Sip {
+        udp: SocketAddr::new(args.bind, args.udp_port),
+        tcp: SocketAddr::new(args.bind, args.tcp_port),
+        http: Some(args.http_addr),
+        advertise: args.advertise,
+        drain_timeout: args.drain_timeout,
+    };
+    serve_sip(store, sip, auth).await
 }
 
-/// Serves SIP over UDP on `addr` and TCP on `tcp` for the tenants in `store` until SIGTERM or Ctrl-C.
-async fn serve_sip(
-    store: Arc<dyn Store>,
-    addr: SocketAddr,
+/// Where and how one instance serves SIP.
+struct Sip {
+    udp: SocketAddr,
     tcp: SocketAddr,
-    auth: Authenticator,
+    /// Metrics, probes and drain; none in local mode.
+    http: Option<SocketAddr>,
     advertise: Option<std::net::IpAddr>,
-) -> anyhow::Result<()> {
+    drain_timeout: Duration,
+}
+
+/// Serves SIP for the tenants in `store` until SIGTERM or Ctrl-C, then drains: new calls are
+/// refused while those in progress finish (or the drain timeout passes).
+async fn serve_sip(store: Arc<dyn Store>, sip: Sip, auth: Authenticator) -> anyhow::Result<()> {
     let directory = Directory::default();
     tokio::spawn({
         let (directory, store) = (directory.clone(), store.clone());
         async move { directory.follow(store).await }
     });
-    let socket = tokio::net::UdpSocket::bind(addr)
+    let socket = tokio::net::UdpSocket::bind(sip.udp)
         .await
-        .with_context(|| format!("binding SIP on {addr}"))?;
-    tracing::info!(%addr, "SIP over UDP");
-    let listener = tokio::net::TcpListener::bind(tcp)
+        .with_context(|| format!("binding SIP on {}", sip.udp))?;
+    tracing::info!(addr = %sip.udp, "SIP over UDP");
+    let listener = tokio::net::TcpListener::bind(sip.tcp)
         .await
-        .with_context(|| format!("binding SIP on {tcp}/tcp"))?;
-    tracing::info!(%tcp, "SIP over TCP");
-    let mut server = Server::new(store, directory, auth);
-    if let Some(address) = advertise {
+        .with_context(|| format!("binding SIP on {}/tcp", sip.tcp))?;
+    tracing::info!(addr = %sip.tcp, "SIP over TCP");
+    let mut server = Server::new(store, directory, auth).with_drain_timeout(sip.drain_timeout);
+    if let Some(address) = sip.advertise {
         server = server.with_advertise(address);
     }
     let server = Arc::new(server);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        }
+    };
+    if let Some(http) = sip.http {
+        let listener = tokio::net::TcpListener::bind(http)
+            .await
+            .with_context(|| format!("binding HTTP on {http}"))?;
+        tokio::spawn(centrex_signalling::http::serve(
+            listener,
+            server.clone(),
+            stopped(),
+        ));
+    }
     tokio::spawn(
         server
             .clone()
-            .serve_tcp(listener, TcpLimits::default(), shutdown_signal()),
+            .serve_tcp(listener, TcpLimits::default(), stopped()),
     );
-    server.serve_udp(socket, shutdown_signal()).await;
+    tokio::spawn(server.clone().serve_udp(socket, stopped()));
+    shutdown_signal().await;
+    server.drain();
+    while !server.is_drained() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tracing::info!(active_calls = server.active_calls(), "drained: stopping");
+    let _ = stop.send(true);
     Ok(())
 }
 
@@ -249,10 +309,26 @@ fn authenticator(algorithms: &[String]) -> anyhow::Result<Authenticator> {
     Ok(Authenticator::new().with_algorithms(algorithms))
 }
 
-async fn up(path: PathBuf, sip: SocketAddr, digest_algorithms: Vec<String>) -> anyhow::Result<()> {
+async fn up(
+    path: PathBuf,
+    sip: SocketAddr,
+    digest_algorithms: Option<Vec<String>>,
+) -> anyhow::Result<()> {
     let _telemetry = telemetry::init("centrex", false)?;
-    let auth = authenticator(&digest_algorithms)?;
     let manifests = Manifests::load(&path)?;
+    let digest_algorithms = digest_algorithms.unwrap_or_else(|| {
+        let pool = manifests.signalling_pools.first().map(|p| &p.spec);
+        pool.map_or_else(
+            || vec!["SHA-256".into(), "MD5".into()],
+            |spec| {
+                spec.digest_algorithms
+                    .iter()
+                    .map(|a| a.as_str().to_string())
+                    .collect()
+            },
+        )
+    });
+    let auth = authenticator(&digest_algorithms)?;
     let store = MemoryStore::new();
     let report = centrex_operator::local::publish_all(&manifests, &store).await?;
     for (domain, users) in &report.tenants {
@@ -268,14 +344,46 @@ async fn up(path: PathBuf, sip: SocketAddr, digest_algorithms: Vec<String>) -> a
         anyhow::bail!("no tenant could be put in service from {}", path.display());
     }
     let store: Arc<dyn Store> = Arc::new(store);
-    tokio::spawn(local_media_node(store.clone(), sip.ip()));
+    let mut media = centrex_media_node::Config::new("local-media-0", "default", sip.ip());
+    if let Some(pool) = manifests.media_pools.first() {
+        size_like(&mut media, pool)?;
+    }
+    tokio::spawn(local_media_node(store.clone(), media));
     tracing::info!(%sip, "local mode: register a softphone as <extension>@<domain> at this address; Ctrl-C stops it");
-    serve_sip(store, sip, sip, auth, None).await
+    let sip = Sip {
+        udp: sip,
+        tcp: sip,
+        http: None,
+        advertise: None,
+        // Nobody waits for calls to end when a developer stops local mode.
+        drain_timeout: Duration::from_secs(1),
+    };
+    serve_sip(store, sip, auth).await
+}
+
+/// Local mode's one media node takes the name, ports and capacity of the first MediaPool
+/// manifest.
+fn size_like(
+    config: &mut centrex_media_node::Config,
+    pool: &centrex_operator::crd::MediaPool,
+) -> anyhow::Result<()> {
+    use kube::ResourceExt as _;
+    config.pool = pool.name_any();
+    config.namespace = pool.namespace().unwrap_or_else(|| "default".into());
+    let spec = &pool.spec;
+    let port = |p: i32| u16::try_from(p).context("MediaPool spec.rtpPorts: not a UDP port");
+    config.rtp_ports = centrex_media_node::PortRange {
+        min: port(spec.rtp_ports.min)?,
+        max: port(spec.rtp_ports.max)?,
+    };
+    config.max_sessions =
+        u32::try_from(spec.sessions_per_node).context("MediaPool spec.sessionsPerNode")?;
+    Ok(())
 }
 
 /// Local mode's media node: relays on the SIP address, registered in the in-memory store.
-async fn local_media_node(store: Arc<dyn Store>, address: std::net::IpAddr) {
-    let mut config = centrex_media_node::Config::new("local-media-0", "default", address);
+async fn local_media_node(store: Arc<dyn Store>, mut config: centrex_media_node::Config) {
+    let address = config.advertise;
     config.bind = address;
     config.grpc_addr = SocketAddr::new(address, 0);
     config.http_addr = SocketAddr::new(address, 0);

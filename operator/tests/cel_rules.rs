@@ -356,6 +356,33 @@ fn signalling_pool_ports_are_valid() {
 }
 
 #[test]
+fn signalling_pool_digest_algorithms_are_known_and_distinct() {
+    let mut pool = example("SignallingPool");
+    pool["spec"]["digestAlgorithms"] = json!(["MD5", "MD5"]);
+    let errors = check("SignallingPool", pool).unwrap_err();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("digestAlgorithms must not repeat an algorithm")),
+        "{errors:#?}"
+    );
+    let mut pool = example("SignallingPool");
+    pool["spec"]["digestAlgorithms"] = json!(["SHA-512"]);
+    assert!(
+        check("SignallingPool", pool).is_err(),
+        "an unknown algorithm"
+    );
+    let mut pool = example("SignallingPool");
+    pool["spec"]["digestAlgorithms"] = json!(["MD5"]);
+    assert_eq!(
+        check("SignallingPool", pool).unwrap()["spec"]["digestAlgorithms"],
+        json!(["MD5"])
+    );
+    let pool = check("SignallingPool", example("SignallingPool")).unwrap();
+    assert_eq!(pool["spec"]["digestAlgorithms"], json!(["SHA-256", "MD5"]));
+}
+
+#[test]
 fn defaults_are_applied_like_the_api_server() {
     let mut pool = example("MediaPool");
     pool["spec"] = json!({});

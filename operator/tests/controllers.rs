@@ -90,6 +90,23 @@ async fn applying_the_examples_creates_the_pools_and_serves_the_tenant() {
     })
     .await;
     assert_eq!(deployment.spec.replicas, Some(2));
+    let signalling_pod = deployment.spec.template.spec.unwrap();
+    let pre_stop = signalling_pod.containers[0]
+        .lifecycle
+        .as_ref()
+        .and_then(|l| l.pre_stop.as_ref())
+        .and_then(|h| h.exec.as_ref())
+        .and_then(|e| e.command.clone());
+    assert_eq!(
+        pre_stop,
+        Some(vec!["centrex".into(), "signalling".into(), "drain".into()]),
+        "signalling pods drain their calls before SIGTERM"
+    );
+    let args = signalling_pod.containers[0].args.clone().unwrap();
+    assert!(
+        args.contains(&"--digest-algorithms=SHA-256,MD5".to_string()),
+        "{args:?}"
+    );
     let sip: Service = eventually("SIP Service", || async {
         h.fake.get("default", "default-sip")
     })

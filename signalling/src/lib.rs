@@ -3,9 +3,12 @@
 pub mod auth;
 pub mod b2bua;
 pub mod directory;
+pub mod http;
 pub mod media;
+pub mod metrics;
 pub mod registrar;
 pub mod sdp;
 pub mod server;
 pub mod sip;
 pub mod transaction;
+pub mod transport;

@@ -91,12 +91,14 @@ impl MediaPool {
     }
 
     /// Allocates session `session_id` (idempotent: a retry returns the same session) on the
-    /// least-loaded node, trying others when a node is full, draining or unreachable.
+    /// least-loaded node, trying others when a node is full, draining or unreachable. With
+    /// `rtcp_mux` (the caller offered it) each leg binds one port instead of an RTP/RTCP pair.
     pub async fn anchor(
         &self,
         session_id: &str,
         call_id: &str,
         tenant: &str,
+        rtcp_mux: bool,
     ) -> Result<Anchor, MediaError> {
         let mut nodes = self.nodes().await?;
         let mut last = None;
@@ -105,7 +107,10 @@ impl MediaPool {
                 break;
             };
             nodes.retain(|n| n.node_id != node.node_id);
-            match self.create(&node, session_id, call_id, tenant).await {
+            match self
+                .create(&node, session_id, call_id, tenant, rtcp_mux)
+                .await
+            {
                 Ok(anchor) => return Ok(anchor),
                 Err(MediaError::Node { status, node })
                     if matches!(
@@ -186,11 +191,12 @@ impl MediaPool {
         session_id: &str,
         call_id: &str,
         tenant: &str,
+        rtcp_mux: bool,
     ) -> Result<Anchor, MediaError> {
         let address = node.grpc_address;
         let leg = |id: &str| LegSpec {
             leg_id: id.into(),
-            rtcp_mux: false,
+            rtcp_mux,
             remote: None,
         };
         let request = CreateSessionRequest {

@@ -1,6 +1,7 @@
 //! The signalling server: transports in, transaction layer, dispatch by method.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -12,6 +13,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use crate::auth::authenticator::Authenticator;
 use crate::b2bua::B2bua;
 use crate::directory::Directory;
+use crate::metrics::Metrics;
 use crate::registrar::Registrar;
 use crate::registrar::plan::ExpiryPolicy;
 use crate::sip::{
@@ -19,12 +21,15 @@ use crate::sip::{
     frame_length, rejection,
 };
 use crate::transaction::server::{Arrival, ServerTransactions, TIMER_J_UDP, TransactionKey};
+use crate::transport::{CONNECTION_QUEUE, Outbound, Peer, Transport};
 
 /// Live server transactions kept at most per instance.
 const TRANSACTIONS: usize = 200_000;
 /// Requests handled at once per transport; datagrams beyond are dropped (the sender retransmits),
 /// so a flood cannot grow memory without bound.
 const IN_FLIGHT: usize = 10_000;
+/// How long a closing connection gets to flush what is queued for it.
+const FLUSH: Duration = Duration::from_secs(1);
 /// Methods this server answers (advertised in `Allow`).
 const ALLOW: &str = "REGISTER, OPTIONS, INVITE, ACK, BYE, CANCEL";
 
@@ -32,25 +37,77 @@ const ALLOW: &str = "REGISTER, OPTIONS, INVITE, ACK, BYE, CANCEL";
 pub struct Server {
     registrar: Registrar,
     b2bua: Arc<B2bua>,
+    out: Arc<Outbound>,
     /// Address written into Via and Contact when the socket is bound to a wildcard address.
     advertise: Option<std::net::IpAddr>,
     transactions: Mutex<ServerTransactions>,
     limits: Limits,
+    metrics: Metrics,
+    draining: AtomicBool,
+    /// When a drain gives up waiting for calls; set when draining starts.
+    drain_deadline: Mutex<Option<Instant>>,
+    drain_timeout: Duration,
 }
 
 impl Server {
     /// A server for the tenants in `store`, following them through `directory`.
     pub fn new(store: Arc<dyn Store>, directory: Directory, auth: Authenticator) -> Self {
         let auth = Arc::new(auth);
-        let b2bua = Arc::new(B2bua::new(store.clone(), directory.clone(), auth.clone()));
+        let out = Arc::new(Outbound::default());
+        let b2bua = Arc::new(B2bua::new(
+            store.clone(),
+            directory.clone(),
+            auth.clone(),
+            out.clone(),
+        ));
         let registrar = Registrar::new(store, directory, auth, ExpiryPolicy::default());
         Self {
             registrar,
             b2bua,
+            out,
             advertise: None,
             transactions: Mutex::new(ServerTransactions::new(TRANSACTIONS, TIMER_J_UDP)),
             limits: Limits::default(),
+            metrics: Metrics::default(),
+            draining: AtomicBool::new(false),
+            drain_deadline: Mutex::new(None),
+            drain_timeout: Duration::from_secs(300),
         }
+    }
+
+    /// How long a drain waits for calls to end.
+    pub fn with_drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
+    }
+
+    /// Stops taking new calls (they get 503, so phones try another instance); calls in progress,
+    /// registrations and everything else keep being served. Idempotent.
+    pub fn drain(&self) {
+        if !self.draining.swap(true, Ordering::SeqCst) {
+            *self.drain_deadline.lock().expect("drain lock") =
+                Some(Instant::now() + self.drain_timeout);
+            tracing::info!(
+                active_calls = self.active_calls(),
+                timeout = ?self.drain_timeout,
+                "draining: new calls refused"
+            );
+        }
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Draining, and no call is left or the drain timeout has passed.
+    pub fn is_drained(&self) -> bool {
+        let deadline = *self.drain_deadline.lock().expect("drain lock");
+        deadline.is_some_and(|deadline| self.active_calls() == 0 || Instant::now() >= deadline)
+    }
+
+    /// `/metrics` text.
+    pub fn render_metrics(&self) -> String {
+        self.metrics.render(self.active_calls(), self.is_draining())
     }
 
     /// Writes `address` into Via and Contact when the UDP socket is bound to a wildcard address
@@ -65,16 +122,29 @@ impl Server {
         self.b2bua.active_calls()
     }
 
+    /// `local` as peers should address it: the advertised IP when bound to a wildcard address.
+    fn advertised(&self, local: SocketAddr) -> SocketAddr {
+        let ip = if local.ip().is_unspecified() {
+            self.advertise.unwrap_or(local.ip())
+        } else {
+            local.ip()
+        };
+        SocketAddr::new(ip, local.port())
+    }
+
     /// Handles one datagram from `source`; returns what to send back to it, if anything.
     pub async fn handle_datagram(&self, datagram: Bytes, source: SocketAddr) -> Option<Bytes> {
-        self.handle(datagram, source, Link::Udp).await
+        self.handle(datagram, source, Transport::Udp).await
     }
 
     /// Handles one message received on `link` from `source`; returns the response to send back.
-    async fn handle(&self, datagram: Bytes, source: SocketAddr, link: Link) -> Option<Bytes> {
+    async fn handle(&self, datagram: Bytes, source: SocketAddr, link: Transport) -> Option<Bytes> {
         let message = match Message::parse(datagram.clone(), &self.limits) {
             Ok(message) => message,
-            Err(error) => return self.reject(&datagram, &error, source),
+            Err(error) => {
+                self.metrics.malformed();
+                return self.reject(&datagram, &error, source);
+            }
         };
         // Responses would belong to client transactions, which this server does not start yet.
         let request = match message {
@@ -86,26 +156,48 @@ impl Server {
             }
         };
         if let Err(error) = request.validate(&self.limits) {
+            self.metrics.malformed();
             return self.reject(&datagram, &error, source);
         }
+        let method = request.method().clone();
+        self.metrics.request(&method);
+        let response = self.route(request, source, link).await;
+        if let Some(response) = &response {
+            self.metrics.response(&method, response);
+        }
+        response
+    }
+
+    /// Routes a valid request to the B2BUA, the absorbing transaction table, or `dispatch`.
+    async fn route(&self, request: Request, source: SocketAddr, link: Transport) -> Option<Bytes> {
         let in_dialog = request
             .headers()
             .to()
             .ok()
             .and_then(|to| to.tag().map(|_| ()))
             .is_some();
-        if request.method() == &Method::Invite && !in_dialog && link == Link::Udp {
+        let peer = Peer {
+            addr: source,
+            transport: link,
+        };
+        if request.method() == &Method::Invite && !in_dialog {
+            if self.is_draining() && !self.b2bua.holds(&request) {
+                return ResponseBuilder::for_request(&request, StatusCode::SERVICE_UNAVAILABLE)
+                    .header(HeaderName::RetryAfter, "5")
+                    .build()
+                    .ok();
+            }
             // INVITE server transactions live in their call (provisional and final answers).
-            return self.b2bua.invite(request, source).await;
+            return self.b2bua.invite(request, peer).await;
         }
-        if let Some(answer) = self.b2bua.in_call(&request, source).await {
+        if let Some(answer) = self.b2bua.in_call(&request, peer).await {
             return answer;
         }
         if request.method() == &Method::Ack {
             return None;
         }
         // A reliable transport does not retransmit: only UDP needs the absorbing table.
-        if link == Link::Tcp {
+        if link == Transport::Tcp {
             return self.dispatch(&request, source, link).await;
         }
         let key = transaction_key(&request)?;
@@ -129,7 +221,12 @@ impl Server {
         response
     }
 
-    async fn dispatch(&self, request: &Request, source: SocketAddr, link: Link) -> Option<Bytes> {
+    async fn dispatch(
+        &self,
+        request: &Request,
+        source: SocketAddr,
+        link: Transport,
+    ) -> Option<Bytes> {
         match request.method() {
             Method::Register => {
                 self.registrar
@@ -181,13 +278,7 @@ impl Server {
     ) {
         let socket = Arc::new(socket);
         if let Ok(local) = socket.local_addr() {
-            let ip = if local.ip().is_unspecified() {
-                self.advertise.unwrap_or(local.ip())
-            } else {
-                local.ip()
-            };
-            self.b2bua
-                .attach(socket.clone(), SocketAddr::new(ip, local.port()));
+            self.out.attach_udp(socket.clone(), self.advertised(local));
         }
         let in_flight = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
         let mut buffer = vec![0u8; 65_536];
@@ -206,6 +297,7 @@ impl Server {
             };
             let Ok(permit) = in_flight.clone().try_acquire_owned() else {
                 tracing::debug!(%source, "overloaded: datagram dropped");
+                self.metrics.overload_dropped();
                 continue;
             };
             let datagram = Bytes::copy_from_slice(&buffer[..len]);
@@ -218,22 +310,6 @@ impl Server {
                     tracing::debug!(%error, %source, "cannot send a response");
                 }
             });
-        }
-    }
-}
-
-/// The transport a message arrived on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Link {
-    Udp,
-    Tcp,
-}
-
-impl Link {
-    fn as_str(self) -> &'static str {
-        match self {
-            Link::Udp => "udp",
-            Link::Tcp => "tcp",
         }
     }
 }
@@ -265,6 +341,9 @@ impl Server {
         limits: TcpLimits,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
+        if let Ok(local) = listener.local_addr() {
+            self.out.attach_tcp(self.advertised(local));
+        }
         let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
         tokio::pin!(shutdown);
         loop {
@@ -293,20 +372,55 @@ impl Server {
         }
     }
 
-    /// Reads framed messages from one connection and answers each on it.
+    /// Serves one connection: what we send the peer (answers, and requests of its calls) is
+    /// queued to a writer, so it reaches the phone on the connection it opened.
     async fn connection(
         &self,
-        mut stream: TcpStream,
+        stream: TcpStream,
         peer: SocketAddr,
         idle: Duration,
     ) -> std::io::Result<()> {
+        let (reader, mut writer) = stream.into_split();
+        let (queue, mut outgoing) = tokio::sync::mpsc::channel::<Bytes>(CONNECTION_QUEUE);
+        self.out.connected(peer, queue.clone());
+        let writing = tokio::spawn(async move {
+            while let Some(message) = outgoing.recv().await {
+                if writer.write_all(&message).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let read = self.read_connection(reader, peer, idle, &queue).await;
+        // The writer ends once every sender is gone, after flushing what is queued (a last
+        // answer to a message that could not be framed, say).
+        self.out.disconnected(peer);
+        drop(queue);
+        if tokio::time::timeout(FLUSH, writing).await.is_err() {
+            tracing::debug!(%peer, "connection closed with answers unsent");
+        }
+        read
+    }
+
+    /// Reads framed messages from one connection and queues each answer on it.
+    async fn read_connection(
+        &self,
+        mut reader: tokio::net::tcp::OwnedReadHalf,
+        peer: SocketAddr,
+        idle: Duration,
+        queue: &tokio::sync::mpsc::Sender<Bytes>,
+    ) -> std::io::Result<()> {
+        let send = |message: Bytes| {
+            queue
+                .try_send(message)
+                .map_err(|_| std::io::Error::other("peer not reading its answers"))
+        };
         let mut buffer = BytesMut::with_capacity(4096);
         loop {
             match frame_length(&buffer, &self.limits) {
                 Ok(Frame::Complete(length)) => {
                     let message = buffer.split_to(length).freeze();
-                    if let Some(response) = self.handle(message, peer, Link::Tcp).await {
-                        stream.write_all(&response).await?;
+                    if let Some(response) = self.handle(message, peer, Transport::Tcp).await {
+                        send(response)?;
                     }
                     continue;
                 }
@@ -316,7 +430,7 @@ impl Server {
                     let pong = ping.windows(4).any(|w| w == b"\r\n\r\n");
                     buffer.advance(length);
                     if pong {
-                        stream.write_all(b"\r\n").await?;
+                        send(Bytes::from_static(b"\r\n"))?;
                     }
                     continue;
                 }
@@ -324,7 +438,7 @@ impl Server {
                 Err(error) => {
                     // The stream cannot be framed any more: answer if possible, then close.
                     if let Some(response) = self.reject(&buffer, &error, peer) {
-                        stream.write_all(&response).await?;
+                        send(response)?;
                     }
                     return Ok(());
                 }
@@ -332,7 +446,7 @@ impl Server {
             if buffer.len() >= self.limits.max_message_size {
                 return Ok(());
             }
-            let read = tokio::time::timeout(idle, stream.read_buf(&mut buffer)).await;
+            let read = tokio::time::timeout(idle, reader.read_buf(&mut buffer)).await;
             match read {
                 Ok(Ok(0)) | Err(_) => return Ok(()),
                 Ok(Ok(_)) => {}

@@ -3,13 +3,19 @@
 
 mod peers;
 
+use std::net::SocketAddr;
+use std::process::Output;
+
+use centrex_coord::testing::eventually;
 use centrex_proto::media::NodeStatsRequest;
 use centrex_proto::media::media_control_client::MediaControlClient;
-use peers::{DOMAIN, Platform, free_udp_port, register_scenario, scenario_path, sipp_at};
+use peers::{
+    DOMAIN, Platform, answer_to, free_udp_port, invite, register_scenario, scenario_path, sipp_at,
+};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_registered_user_calls_another_and_rtp_flows_through_the_media_node() {
-    let platform = Platform::start().await;
+/// Registers 101 (a sipp UAS echoing RTP) and has 100 call it (a sipp UAC: digest, 1.5 s of RTP,
+/// BYE); returns both sides' sipp outcome, caller first, once the call is over.
+async fn call_100_to_101(sip: SocketAddr) -> (Output, Output) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("register.xml"),
@@ -23,7 +29,7 @@ async fn a_registered_user_calls_another_and_rtp_flows_through_the_media_node() 
     .unwrap();
     // One second of PCMU silence: 50 packets of 160 bytes.
     std::fs::write(dir.path().join("audio.raw"), [0xffu8; 8000]).unwrap();
-    let (sip, callee_port) = (platform.sip, free_udp_port());
+    let callee_port = free_udp_port();
 
     // The callee registers from the port it will answer on.
     let path = dir.path().to_path_buf();
@@ -81,8 +87,13 @@ async fn a_registered_user_calls_another_and_rtp_flows_through_the_media_node() 
         args.extend(["-mi", "127.0.0.1", "-mp", &media_port]);
         sipp_at(sip, free_udp_port(), &path, &args)
     });
-    let caller = caller.await.unwrap();
-    let callee = callee.await.unwrap();
+    (caller.await.unwrap(), callee.await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registered_user_calls_another_and_rtp_flows_through_the_media_node() {
+    let platform = Platform::start().await;
+    let (caller, callee) = call_100_to_101(platform.sip).await;
     assert!(
         caller.status.success(),
         "the call did not complete on the caller's side"
@@ -109,31 +120,6 @@ async fn a_registered_user_calls_another_and_rtp_flows_through_the_media_node() 
         stats.active_sessions, 0,
         "the relay session is released when the call ends"
     );
-}
-
-/// An INVITE from `user` to `target` with credentials answering `nonce` (none: no Authorization).
-fn invite(user: &str, password: &str, target: &str, nonce: Option<&str>, cseq: u32) -> String {
-    use centrex_signalling::auth::digest::Algorithm;
-    let auth = nonce
-        .map(|nonce| {
-            let ha1 = Algorithm::Md5.hash(&[user.as_bytes(), DOMAIN.as_bytes(), password.as_bytes()]);
-            let uri = format!("sip:{target}@{DOMAIN}");
-            let ha2 = Algorithm::Md5.hash(&[b"INVITE", uri.as_bytes()]);
-            let nc = format!("{cseq:08x}");
-            let response = Algorithm::Md5.hash(&[ha1.as_bytes(), nonce.as_bytes(), nc.as_bytes(), b"c", b"auth", ha2.as_bytes()]);
-            format!(
-                "Authorization: Digest username=\"{user}\", realm=\"{DOMAIN}\", nonce=\"{nonce}\", uri=\"{uri}\", \
-                 response=\"{response}\", algorithm=MD5, qop=auth, nc={nc}, cnonce=\"c\"\r\n"
-            )
-        })
-        .unwrap_or_default();
-    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
-    format!(
-        "INVITE sip:{target}@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5998;branch=z9hG4bKinv{cseq}\r\n\
-         From: <sip:{user}@{DOMAIN}>;tag=a\r\nTo: <sip:{target}@{DOMAIN}>\r\nCall-ID: {target}-{cseq}@test\r\nCSeq: {cseq} INVITE\r\n\
-         Contact: <sip:{user}@127.0.0.1:5998>\r\nMax-Forwards: 70\r\n{auth}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
-        sdp.len()
-    )
 }
 
 /// The final answer to an authenticated INVITE from 100 to `target`.
@@ -391,4 +377,110 @@ async fn a_re_invite_putting_the_call_on_hold_passes_through_with_its_sdp() {
         callee.await.unwrap().status.success(),
         "the callee did not see the hold re-INVITE"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_instance_refuses_new_calls_and_lets_the_running_one_finish() {
+    let platform = Platform::start().await;
+    let call = tokio::spawn(call_100_to_101(platform.sip));
+    eventually("the call to be up", || async {
+        (platform.server.active_calls() == 1).then_some(())
+    })
+    .await;
+
+    platform.server.drain();
+    assert!(
+        !platform.server.is_drained(),
+        "a call is in progress: the drain is not over"
+    );
+    let refused = answer_to(&platform, &invite("100", "secret-100", "101", None, 7)).await;
+    assert!(refused.starts_with("SIP/2.0 503"), "{refused}");
+    assert!(refused.contains("Retry-After: 5"), "{refused}");
+    let text = platform.server.render_metrics();
+    assert!(text.contains("centrex_sip_draining 1"), "{text}");
+
+    let (caller, callee) = call.await.unwrap();
+    assert!(
+        caller.status.success(),
+        "the running call was cut by the drain"
+    );
+    assert!(
+        callee.status.success(),
+        "the running call was cut by the drain"
+    );
+    eventually("the drain to be over once the call ended", || async {
+        platform.server.is_drained().then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_tenant_revision_mid_call_keeps_the_call_and_takes_effect() {
+    use centrex_coord::snapshot::DigestCredentials;
+    use centrex_coord::{Store, keys};
+
+    let platform = Platform::start().await;
+    let call = tokio::spawn(call_100_to_101(platform.sip));
+    eventually("the call to be up", || async {
+        (platform.server.active_calls() == 1).then_some(())
+    })
+    .await;
+
+    // Revision 2: a new user, 102.
+    let mut revision = peers::tenant();
+    revision.source.generation = 2;
+    let mut carol = revision.users[1].clone();
+    carol.extension = "102".into();
+    carol.credentials = DigestCredentials::derive("102", DOMAIN, b"secret-102");
+    revision.users.push(carol);
+    platform
+        .store
+        .put(
+            &keys::tenant("default", "acme"),
+            serde_json::to_vec(&revision).unwrap(),
+            None,
+        )
+        .await
+        .unwrap();
+
+    let (caller, callee) = call.await.unwrap();
+    assert!(
+        caller.status.success(),
+        "the call was dropped by the new revision"
+    );
+    assert!(
+        callee.status.success(),
+        "the call was dropped by the new revision"
+    );
+
+    // The new revision serves: 102 registers.
+    let sip = platform.sip;
+    let registered = tokio::task::spawn_blocking(move || {
+        peers::sipp(
+            sip,
+            &register_scenario("102", 200),
+            &peers::credentials("102", "secret-102"),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(
+        registered.status.success(),
+        "102 of revision 2 cannot register"
+    );
+}
+
+#[tokio::test]
+async fn an_invite_that_already_went_through_us_is_a_loop() {
+    let platform = Platform::start().await;
+    let looped = invite("100", "secret-100", "101", None, 1).replacen(
+        "\r\nFrom:",
+        &format!(
+            "\r\nVia: SIP/2.0/UDP {};branch=z9hG4bKours\r\nFrom:",
+            platform.sip
+        ),
+        1,
+    );
+    let answer = answer_to(&platform, &looped).await;
+    assert!(answer.starts_with("SIP/2.0 482"), "{answer}");
 }

@@ -41,7 +41,7 @@ async fn pool_with(nodes: &[(&str, u32)]) -> MediaPool {
 async fn a_call_anchored_on_a_node_relays_rtp_between_the_parties() {
     let pool = pool_with(&[("media-0", 10)]).await;
     let anchor = pool
-        .anchor("call-1", "call-1@test", "acme.example.com")
+        .anchor("call-1", "call-1@test", "acme.example.com", false)
         .await
         .unwrap();
     assert_ne!(anchor.a.port, anchor.b.port);
@@ -81,11 +81,11 @@ async fn a_call_anchored_on_a_node_relays_rtp_between_the_parties() {
 async fn a_retried_allocation_returns_the_same_session() {
     let pool = pool_with(&[("media-0", 10)]).await;
     let first = pool
-        .anchor("call-2", "call-2@test", "acme.example.com")
+        .anchor("call-2", "call-2@test", "acme.example.com", false)
         .await
         .unwrap();
     let again = pool
-        .anchor("call-2", "call-2@test", "acme.example.com")
+        .anchor("call-2", "call-2@test", "acme.example.com", false)
         .await
         .unwrap();
     assert_eq!(first, again);
@@ -94,13 +94,13 @@ async fn a_retried_allocation_returns_the_same_session() {
 #[tokio::test]
 async fn a_full_node_is_passed_over_for_the_next() {
     let pool = pool_with(&[("media-0", 1), ("media-1", 1)]).await;
-    let first = pool.anchor("call-3", "c3", "t").await.unwrap();
-    let second = pool.anchor("call-4", "c4", "t").await.unwrap();
+    let first = pool.anchor("call-3", "c3", "t", true).await.unwrap();
+    let second = pool.anchor("call-4", "c4", "t", true).await.unwrap();
     assert_ne!(
         first.node, second.node,
         "the second call goes to the other node"
     );
     // Both nodes full now (the registrations may lag: the node itself refuses and we move on).
-    let third = pool.anchor("call-5", "c5", "t").await;
+    let third = pool.anchor("call-5", "c5", "t", true).await;
     assert!(third.is_err(), "no capacity left anywhere");
 }

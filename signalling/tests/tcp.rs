@@ -116,3 +116,129 @@ async fn connections_beyond_the_limit_are_refused_and_idle_ones_closed() {
         "an idle connection must be closed"
     );
 }
+
+/// Reads the next SIP message from `stream` (framed by Content-Length), keep-alives skipped.
+async fn next_message(stream: &mut TcpStream, buffer: &mut bytes::BytesMut) -> String {
+    use centrex_signalling::sip::{Frame, Limits, frame_length};
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match frame_length(buffer, &Limits::default()).unwrap() {
+            Frame::Complete(length) => {
+                let message = buffer.split_to(length);
+                return String::from_utf8_lossy(&message).into_owned();
+            }
+            Frame::KeepAlive(length) => {
+                let _ = buffer.split_to(length);
+            }
+            Frame::Incomplete => {
+                let read = tokio::time::timeout_at(deadline, stream.read_buf(buffer))
+                    .await
+                    .expect("a message in time")
+                    .unwrap();
+                assert!(read > 0, "the platform closed the connection");
+            }
+        }
+    }
+}
+
+/// A REGISTER of 101 over `stream`'s connection, answering `nonce` when given.
+fn register_over(stream: &TcpStream, nonce: Option<&str>, cseq: u32) -> String {
+    let local = stream.local_addr().unwrap();
+    let uri = format!("sip:{DOMAIN}");
+    let auth = nonce
+        .map(|nonce| peers::authorization("101", "secret-101", "REGISTER", &uri, nonce, cseq))
+        .unwrap_or_default();
+    format!(
+        "REGISTER {uri} SIP/2.0\r\nVia: SIP/2.0/TCP {local};branch=z9hG4bKreg{cseq}\r\n\
+         From: <sip:101@{DOMAIN}>;tag=r\r\nTo: <sip:101@{DOMAIN}>\r\nCall-ID: reg-101@test\r\nCSeq: {cseq} REGISTER\r\n\
+         Contact: <sip:101@{local};transport=tcp>\r\nExpires: 600\r\nMax-Forwards: 70\r\n{auth}Content-Length: 0\r\n\r\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_over_tcp_reaches_the_callee_on_the_connection_it_registered_over() {
+    let platform = Platform::start().await;
+    // 101 registers over a TCP connection and keeps it, like a phone behind NAT.
+    let mut callee = TcpStream::connect(platform.tcp).await.unwrap();
+    let mut buffer = bytes::BytesMut::new();
+    callee
+        .write_all(register_over(&callee, None, 1).as_bytes())
+        .await
+        .unwrap();
+    let challenge = next_message(&mut callee, &mut buffer).await;
+    assert!(challenge.starts_with("SIP/2.0 401"), "{challenge}");
+    let nonce = challenge
+        .split("nonce=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    callee
+        .write_all(register_over(&callee, Some(nonce), 2).as_bytes())
+        .await
+        .unwrap();
+    let registered = next_message(&mut callee, &mut buffer).await;
+    assert!(registered.starts_with("SIP/2.0 200"), "{registered}");
+
+    // 100 calls 101 with sipp over TCP.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        peers::scenario_path("uac_call.xml"),
+        dir.path().join("uac_call.xml"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("audio.raw"), [0xffu8; 8000]).unwrap();
+    let (tcp, path) = (platform.tcp, dir.path().to_path_buf());
+    let caller = tokio::task::spawn_blocking(move || {
+        let media_port = peers::free_udp_port().to_string();
+        peers::sipp_at(
+            tcp,
+            peers::free_udp_port(),
+            &path,
+            &[
+                "-sf",
+                "uac_call.xml",
+                "-t",
+                "t1",
+                "-s",
+                "101",
+                "-au",
+                "100",
+                "-ap",
+                "secret-100",
+                "-set",
+                "domain",
+                DOMAIN,
+                "-set",
+                "user",
+                "100",
+                "-mi",
+                "127.0.0.1",
+                "-mp",
+                &media_port,
+            ],
+        )
+    });
+
+    // The INVITE arrives on 101's own connection, with a TCP Via and Contact.
+    let invite = next_message(&mut callee, &mut buffer).await;
+    assert!(invite.starts_with("INVITE sip:101@"), "{invite}");
+    assert!(invite.contains("Via: SIP/2.0/TCP "), "{invite}");
+    assert!(invite.contains(";transport=tcp>"), "{invite}");
+    let sdp = "v=0\r\no=- 2 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4002 RTP/AVP 0\r\n";
+    callee
+        .write_all(peers::respond(&invite, "200 OK", "callee", sdp).as_bytes())
+        .await
+        .unwrap();
+    let ack = next_message(&mut callee, &mut buffer).await;
+    assert!(ack.starts_with("ACK "), "{ack}");
+    let bye = next_message(&mut callee, &mut buffer).await;
+    assert!(bye.starts_with("BYE "), "{bye}");
+    callee
+        .write_all(peers::respond(&bye, "200 OK", "callee", "").as_bytes())
+        .await
+        .unwrap();
+    let caller = caller.await.unwrap();
+    assert!(caller.status.success(), "the caller's call over TCP failed");
+}

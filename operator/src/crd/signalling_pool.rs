@@ -54,6 +54,13 @@ pub struct SignallingPoolSpec {
     /// Secret (kubernetes.io/tls) with the certificate for SIP over TLS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_secret_ref: Option<LocalObjectRef>,
+    /// Digest algorithms offered in challenges, most preferred first. RFC 8760's SHA-256 then MD5
+    /// by default; `[MD5]` for fleets of phones that fail on a SHA-256 challenge (sipp 3.6,
+    /// baresip 1.0 and other libre 1.x based phones do).
+    #[serde(default = "default_digest_algorithms")]
+    #[schemars(length(min = 1, max = 2))]
+    #[x_kube(validation = Rule::new("self.all(a, self.filter(b, b == a).size() == 1)").message("digestAlgorithms must not repeat an algorithm"))]
+    pub digest_algorithms: Vec<DigestAlgorithm>,
     /// Longest wait for transactions and calls to move away before a pod is removed.
     #[serde(default = "default_drain_timeout")]
     #[x_kube(validation = Rule::new("self >= 0 && self <= 86400").message("drainTimeoutSeconds must be between 0 and 86400"))]
@@ -71,6 +78,29 @@ pub struct SignallingPoolSpec {
 
 fn default_replicas() -> i32 {
     2
+}
+
+fn default_digest_algorithms() -> Vec<DigestAlgorithm> {
+    vec![DigestAlgorithm::Sha256, DigestAlgorithm::Md5]
+}
+
+/// A digest authentication algorithm (RFC 8760).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DigestAlgorithm {
+    #[serde(rename = "SHA-256")]
+    Sha256,
+    #[serde(rename = "MD5")]
+    Md5,
+}
+
+impl DigestAlgorithm {
+    /// The token of `--digest-algorithms` and of the challenge.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DigestAlgorithm::Sha256 => "SHA-256",
+            DigestAlgorithm::Md5 => "MD5",
+        }
+    }
 }
 
 fn default_drain_timeout() -> i32 {

@@ -68,6 +68,14 @@ pub fn build(pool: &SignallingPool, config: &OperatorConfig) -> SignallingObject
         format!("--udp-port={}", spec.sip.udp_port),
         format!("--tcp-port={}", spec.sip.tcp_port),
         format!("--drain-timeout={}s", spec.drain_timeout_seconds),
+        format!(
+            "--digest-algorithms={}",
+            spec.digest_algorithms
+                .iter()
+                .map(|a| a.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
     ];
     if let Some(tls) = spec.sip.tls_port {
         args.push(format!("--tls-port={tls}"));
@@ -91,7 +99,7 @@ pub fn build(pool: &SignallingPool, config: &OperatorConfig) -> SignallingObject
         ports: Some(ports),
         readiness_probe: Some(pod::probe("/readyz")),
         liveness_probe: Some(pod::probe("/healthz")),
-        // No preStop drain yet: `centrex signalling drain` arrives with call handling (issue #4).
+        lifecycle: Some(pod::drain_hook(Component::Signalling.as_str())),
         resources: spec.resources.clone(),
         security_context: Some(pod::container_security()),
         ..Default::default()

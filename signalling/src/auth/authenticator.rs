@@ -22,7 +22,7 @@ pub enum AuthOutcome<'t> {
     Authenticated(&'t UserEntry),
     /// Answer 401 with fresh challenges (`stale`: the password was right, the nonce old).
     Challenge { stale: bool },
-    /// Answer 403: wrong password, another user's identity, or a replay.
+    /// Answer 403: wrong password or another user's identity.
     Forbidden,
     /// The source failed too often: drop without answering.
     Throttled,
@@ -135,7 +135,9 @@ impl Authenticator {
             .expect("nonce counts lock")
             .accept(&credentials.nonce, nc)
         {
-            return self.fail(source, now);
+            // A replayed count gets a fresh nonce, not a failure: the digest itself was right, and
+            // a phone retransmitting under load must not get its whole NAT address throttled.
+            return AuthOutcome::Challenge { stale: true };
         }
         self.throttle
             .lock()
@@ -320,7 +322,7 @@ mod tests {
     }
 
     #[test]
-    fn a_replayed_nonce_count_is_forbidden() {
+    fn a_replayed_nonce_count_is_challenged_again_and_not_counted_as_a_failure() {
         let auth = Authenticator::new();
         let tenant = tenant();
         let nonce = nonce_of(&auth.challenge(&tenant, false, 1000)[0]);
@@ -330,10 +332,12 @@ mod tests {
             auth.authenticate("REGISTER", Some(&header), &tenant, "100", SOURCE, 1000, now),
             AuthOutcome::Authenticated(_)
         ));
-        assert_eq!(
-            auth.authenticate("REGISTER", Some(&header), &tenant, "100", SOURCE, 1000, now),
-            AuthOutcome::Forbidden
-        );
+        for _ in 0..20 {
+            assert_eq!(
+                auth.authenticate("REGISTER", Some(&header), &tenant, "100", SOURCE, 1000, now),
+                AuthOutcome::Challenge { stale: true }
+            );
+        }
         let next = authorization("100", "secret-100", &nonce, 2, Algorithm::Md5);
         assert!(matches!(
             auth.authenticate("REGISTER", Some(&next), &tenant, "100", SOURCE, 1000, now),

@@ -1,13 +1,13 @@
 //! One call through the B2BUA: the caller's dialog (leg A, where we are the UAS) and ours with
 //! the callee (leg B, where we are the UAC), tied together with a relay session on a media node.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use centrex_coord::snapshot::{TenantSnapshot, UserEntry};
-use tokio::net::UdpSocket;
 
 use super::B2bua;
 use crate::media::{Anchor, MediaPool};
@@ -16,7 +16,8 @@ use crate::sip::{
     HeaderName, Method, Request, RequestBuilder, Response, ResponseBuilder, StatusCode, Uri,
 };
 use crate::transaction::client::{Action, ClientTransaction, Kind};
-use crate::transaction::timers::{Reliability, TimerValues};
+use crate::transaction::timers::TimerValues;
+use crate::transport::{Outbound, Peer};
 
 /// How long an ended call is remembered, to absorb retransmissions (64·T1).
 const LINGER: Duration = Duration::from_secs(32);
@@ -33,7 +34,7 @@ enum Phase {
 struct Fork {
     branch: String,
     uri: String,
-    destination: SocketAddr,
+    destination: Peer,
     invite: Bytes,
     tx: ClientTransaction,
     /// Final status received (or 408 when Timer B fired).
@@ -49,10 +50,12 @@ struct Pending {
     /// Branch of what we forwarded, to match the answer.
     branch: String,
     forwarded: Bytes,
-    destination: SocketAddr,
+    destination: Peer,
     cseq: u32,
     /// Our answer to the original, once there is one (sent again on retransmissions).
     answered: Option<Bytes>,
+    /// The original sender acknowledged our 2xx (a re-INVITE's): retransmissions stop.
+    acked: bool,
 }
 
 struct State {
@@ -67,17 +70,19 @@ struct State {
     a_acked: bool,
     cseq_to_a: u32,
     cseq_to_b: u32,
+    /// Our BYEs and CANCELs awaiting a final answer, by branch: retransmitted over UDP (Timer E)
+    /// until one comes or Timer F gives up.
+    requests: HashMap<String, ClientTransaction>,
 }
 
 /// A call in progress.
 pub struct Call {
     b2bua: Weak<B2bua>,
-    socket: Arc<UdpSocket>,
-    advertise: SocketAddr,
+    out: Arc<Outbound>,
     pool: MediaPool,
     anchor: Anchor,
     a_invite: Request,
-    a_source: SocketAddr,
+    a_source: Peer,
     a_call_id: String,
     a_to_tag: String,
     b_call_id: String,
@@ -99,13 +104,12 @@ impl Call {
     pub async fn start(
         b2bua: Arc<B2bua>,
         a_invite: Request,
-        a_source: SocketAddr,
+        a_source: Peer,
         tenant: &TenantSnapshot,
         caller: &UserEntry,
-        targets: &[(String, SocketAddr)],
+        targets: &[(String, Peer)],
         pool: MediaPool,
-        socket: Arc<UdpSocket>,
-        advertise: SocketAddr,
+        out: Arc<Outbound>,
     ) -> Result<Arc<Self>, StatusCode> {
         let headers = a_invite.headers();
         let a_call_id = headers
@@ -121,7 +125,12 @@ impl Call {
         let caller_media =
             sdp::audio_endpoint(offer).map_err(|_| StatusCode::NOT_ACCEPTABLE_HERE)?;
         let anchor = pool
-            .anchor(&session_id(&a_call_id), &a_call_id, &tenant.domain)
+            .anchor(
+                &session_id(&a_call_id),
+                &a_call_id,
+                &tenant.domain,
+                caller_media.rtcp_mux,
+            )
             .await
             .map_err(|error| {
                 tracing::warn!(%error, "cannot anchor media");
@@ -162,22 +171,19 @@ impl Call {
         for (uri, destination) in targets {
             let branch = format!("z9hG4bK{}", tag());
             let invite = RequestBuilder::new(Method::Invite, uri.clone())
-                .header(
-                    HeaderName::Via,
-                    format!("SIP/2.0/UDP {advertise};branch={branch};rport"),
-                )
+                .header(HeaderName::Via, via(&out, *destination, &branch))
                 .header(HeaderName::MaxForwards, (hops - 1).to_string())
                 .header(HeaderName::From, b_from.clone())
                 .header(HeaderName::To, b_to.clone())
                 .header(HeaderName::CallId, b_call_id.clone())
                 .header(HeaderName::CSeq, "1 INVITE")
-                .header(HeaderName::Contact, format!("<sip:centrex@{advertise}>"))
+                .header(HeaderName::Contact, contact(&out, *destination))
                 .body("application/sdp", Bytes::from(offer_to_callee.clone()))
                 .build()
                 .map_err(|_| StatusCode::SERVER_INTERNAL_ERROR)?;
             let tx = ClientTransaction::start(
                 Kind::Invite,
-                Reliability::Unreliable,
+                destination.transport.reliability(),
                 TimerValues::default(),
                 Instant::now(),
             );
@@ -193,14 +199,13 @@ impl Call {
         let trying = ResponseBuilder::for_request(&a_invite, StatusCode::TRYING)
             .build()
             .ok();
-        let invites: Vec<(Bytes, SocketAddr)> = forks
+        let invites: Vec<(Bytes, Peer)> = forks
             .iter()
             .map(|f| (f.invite.clone(), f.destination))
             .collect();
         let call = Arc::new(Self {
             b2bua: Arc::downgrade(&b2bua),
-            socket,
-            advertise,
+            out,
             pool,
             anchor,
             a_source,
@@ -221,6 +226,7 @@ impl Call {
                 a_acked: false,
                 cseq_to_a: 1,
                 cseq_to_b: 1,
+                requests: HashMap::new(),
             }),
         });
         for (index, (invite, destination)) in invites.into_iter().enumerate() {
@@ -228,6 +234,11 @@ impl Call {
             tokio::spawn(call.clone().drive_fork(index));
         }
         Ok(call)
+    }
+
+    /// Ended (lingering only to absorb retransmissions).
+    pub fn is_over(&self) -> bool {
+        self.state.lock().expect("call lock").phase == Phase::Ended
     }
 
     pub fn a_call_id(&self) -> &str {
@@ -251,6 +262,17 @@ impl Call {
             .top_via()
             .ok()
             .and_then(|v| v.branch().map(str::to_string));
+        let key = branch.as_deref().map(|b| match cseq.method {
+            Method::Cancel => cancel_key(b),
+            _ => b.to_string(),
+        });
+        if let Some(key) = &key
+            && let Some(tx) = self.state.lock().expect("call lock").requests.get_mut(key)
+        {
+            // An answer to our BYE or CANCEL: it stops the retransmissions.
+            tx.on_response(response.status().as_u16(), Instant::now());
+            return;
+        }
         let passed_on = {
             let state = self.state.lock().expect("call lock");
             state
@@ -279,7 +301,9 @@ impl Call {
             let actions = state.forks[fork].tx.on_response(status, Instant::now());
             (actions, state.phase, state.winner)
         };
-        if (200..300).contains(&status) && phase == Phase::Answered {
+        let answered_before =
+            phase == Phase::Answered || (phase == Phase::Ended && winner.is_some());
+        if (200..300).contains(&status) && answered_before {
             if winner == Some(fork) {
                 // A retransmitted 2xx: our ACK was lost, send it again.
                 self.ack_2xx().await;
@@ -289,9 +313,16 @@ impl Call {
             }
             return;
         }
+        if (200..300).contains(&status) && phase == Phase::Ended {
+            // The caller gave up (CANCEL, timeout) as this phone answered.
+            self.ack_and_bye_late_answer(fork, &response).await;
+            return;
+        }
         for action in actions {
             match action {
                 Action::SendAck => self.ack_failure(fork, &response).await,
+                // The caller has its final answer already.
+                Action::Deliver(_) if phase == Phase::Ended => {}
                 Action::Deliver(status) if status >= 300 => {
                     self.fork_failed(fork, status, &response).await
                 }
@@ -347,14 +378,12 @@ impl Call {
             {
                 tracing::warn!(%error, "cannot point the callee's leg");
             }
+            self.unmux_caller_if_refused(media.rtcp_mux).await;
         }
         let mut builder =
             ResponseBuilder::for_request(&self.a_invite, status_code).to_tag(self.a_to_tag.clone());
         if status < 300 {
-            builder = builder.header(
-                HeaderName::Contact,
-                format!("<sip:centrex@{}>", self.advertise),
-            );
+            builder = builder.header(HeaderName::Contact, contact(&self.out, self.a_source));
         }
         if let Some(answer) = &answer {
             builder = builder.body(
@@ -400,21 +429,47 @@ impl Call {
         }
     }
 
+    /// The caller offered RTCP multiplexing and the callee's answer refused it: the caller will
+    /// send RTCP to the port after RTP, so its leg binds that port too (RFC 5761 §5.1.1).
+    async fn unmux_caller_if_refused(&self, answer_muxed: bool) {
+        let Ok(offer) = std::str::from_utf8(self.a_invite.body()) else {
+            return;
+        };
+        let Ok(caller) = sdp::audio_endpoint(offer) else {
+            return;
+        };
+        if caller.rtcp_mux && !answer_muxed {
+            let rtp = SocketAddr::new(caller.address, caller.port);
+            if let Err(error) = self
+                .pool
+                .point(&self.anchor, "a", rtp, false, &caller.rtpmaps)
+                .await
+            {
+                tracing::warn!(%error, "cannot give the caller's leg an RTCP port");
+            }
+        }
+    }
+
     /// A request inside this call, from either party.
-    pub async fn request(
-        self: &Arc<Self>,
-        request: &Request,
-        _source: SocketAddr,
-    ) -> Option<Bytes> {
+    pub async fn request(self: &Arc<Self>, request: &Request, _source: Peer) -> Option<Bytes> {
         let from_caller = request.headers().call_id().ok() == Some(self.a_call_id.as_str());
         let respond =
             |status: StatusCode| ResponseBuilder::for_request(request, status).build().ok();
         match (request.method(), from_caller) {
-            (Method::Ack, true) => {
-                self.state.lock().expect("call lock").a_acked = true;
+            (Method::Ack, from_caller) => {
+                let cseq = request.headers().cseq().ok().map(|c| c.seq);
+                let mut state = self.state.lock().expect("call lock");
+                if from_caller {
+                    state.a_acked = true;
+                }
+                if let Some(pending) = state.pending.as_mut()
+                    && pending.from_caller == from_caller
+                    && pending.original.headers().cseq().ok().map(|c| c.seq) == cseq
+                {
+                    pending.acked = true;
+                }
                 None
             }
-            (Method::Ack, false) => None,
             (Method::Bye, true) => {
                 self.bye_callee().await;
                 self.end().await;
@@ -474,8 +529,8 @@ impl Call {
                     }
                     let (forwarded, destination) = (pending.forwarded.clone(), pending.destination);
                     drop(state);
-                    let socket = self.socket.clone();
-                    tokio::spawn(async move { socket.send_to(&forwarded, destination).await });
+                    let out = self.out.clone();
+                    tokio::spawn(async move { out.send(&forwarded, destination).await });
                     return None;
                 }
                 if pending.answered.is_none() {
@@ -517,6 +572,7 @@ impl Call {
             destination,
             cseq,
             answered: None,
+            acked: false,
         });
         self.send(&forwarded, destination).await;
         None
@@ -575,19 +631,25 @@ impl Call {
             );
         }
         if status.is_success() {
-            builder = builder.header(
-                HeaderName::Contact,
-                format!("<sip:centrex@{}>", self.advertise),
-            );
+            let original_sender = if from_caller {
+                Some(self.a_source)
+            } else {
+                self.callee()
+            };
+            if let Some(peer) = original_sender {
+                builder = builder.header(HeaderName::Contact, contact(&self.out, peer));
+            }
         }
         let Ok(answer) = builder.build() else { return };
         if let Some(pending) = self.state.lock().expect("call lock").pending.as_mut() {
             pending.answered = Some(answer.clone());
         }
-        if from_caller {
-            self.send_to_caller(&answer).await;
-        } else {
-            self.send_to_callee(&answer).await;
+        self.send_to_party(from_caller, &answer).await;
+        if status.is_success() && original.method() == &Method::Invite {
+            tokio::spawn(
+                self.clone()
+                    .retransmit_reinvite_2xx(from_caller, answer.clone()),
+            );
         }
         // Our own INVITE transaction with the answering party ends with our ACK.
         if original.method() == &Method::Invite {
@@ -614,9 +676,8 @@ impl Call {
         to_callee: bool,
         method: Method,
         body: Option<String>,
-    ) -> Option<(Bytes, String, u32, SocketAddr)> {
+    ) -> Option<(Bytes, String, u32, Peer)> {
         let branch = format!("z9hG4bK{}", tag());
-        let via = format!("SIP/2.0/UDP {};branch={branch};rport", self.advertise);
         let mut state = self.state.lock().expect("call lock");
         let (uri, from, to, call_id, cseq, destination) = if to_callee {
             let winner = state.winner?;
@@ -657,16 +718,13 @@ impl Call {
         };
         drop(state);
         let mut builder = RequestBuilder::new(method.clone(), uri)
-            .header(HeaderName::Via, via)
+            .header(HeaderName::Via, via(&self.out, destination, &branch))
             .header(HeaderName::MaxForwards, "70")
             .header(HeaderName::From, from)
             .header(HeaderName::To, to)
             .header(HeaderName::CallId, call_id)
             .header(HeaderName::CSeq, format!("{cseq} {method}"))
-            .header(
-                HeaderName::Contact,
-                format!("<sip:centrex@{}>", self.advertise),
-            );
+            .header(HeaderName::Contact, contact(&self.out, destination));
         if let Some(body) = body {
             builder = builder.body("application/sdp", Bytes::from(body));
         }
@@ -676,23 +734,21 @@ impl Call {
     /// The ACK of a re-INVITE we sent (`to_callee` or to the caller), answered with `to`.
     fn ack_in_dialog(&self, to_callee: bool, to: &str, cseq: u32, branch: &str) -> Option<Bytes> {
         let state = self.state.lock().expect("call lock");
-        let (uri, from, call_id) = if to_callee {
+        let (uri, from, call_id, peer) = if to_callee {
             let winner = state.winner?;
             let uri = state
                 .b_target
                 .clone()
                 .unwrap_or_else(|| state.forks[winner].uri.clone());
-            (uri, self.b_from.clone(), self.b_call_id.clone())
+            let peer = state.forks[winner].destination;
+            (uri, self.b_from.clone(), self.b_call_id.clone(), peer)
         } else {
             let (uri, from) = self.caller_dialog();
-            (uri, from, self.a_call_id.clone())
+            (uri, from, self.a_call_id.clone(), self.a_source)
         };
         drop(state);
         RequestBuilder::new(Method::Ack, uri)
-            .header(
-                HeaderName::Via,
-                format!("SIP/2.0/UDP {};branch={branch};rport", self.advertise),
-            )
+            .header(HeaderName::Via, via(&self.out, peer, branch))
             .header(HeaderName::MaxForwards, "70")
             .header(HeaderName::From, from)
             .header(HeaderName::To, to.to_string())
@@ -794,6 +850,41 @@ impl Call {
         }
     }
 
+    /// Retransmits our 2xx to a re-INVITE until its sender ACKs it (RFC 3261 §13.3.1.4); a
+    /// missing ACK after 64·T1 is only logged: the call itself is fine.
+    async fn retransmit_reinvite_2xx(self: Arc<Self>, to_caller: bool, ok: Bytes) {
+        let timers = TimerValues::default();
+        let (mut interval, started) = (timers.t1, Instant::now());
+        loop {
+            tokio::time::sleep(interval).await;
+            let done = {
+                let state = self.state.lock().expect("call lock");
+                state.phase == Phase::Ended
+                    || state
+                        .pending
+                        .as_ref()
+                        .is_none_or(|p| p.acked || p.answered.as_ref() != Some(&ok))
+            };
+            if done {
+                return;
+            }
+            if started.elapsed() >= timers.timeout() {
+                tracing::debug!(call_id = self.a_call_id, "no ACK for a re-INVITE's 200 OK");
+                return;
+            }
+            self.send_to_party(to_caller, &ok).await;
+            interval = timers.backoff(interval, true);
+        }
+    }
+
+    async fn send_to_party(&self, caller: bool, bytes: &[u8]) {
+        if caller {
+            self.send_to_caller(bytes).await;
+        } else {
+            self.send_to_callee(bytes).await;
+        }
+    }
+
     /// ACK of a non-2xx final: same branch as the fork's INVITE (RFC 3261 §17.1.1.3).
     async fn ack_failure(&self, fork: usize, response: &Response) {
         let (branch, uri, destination) = {
@@ -807,10 +898,7 @@ impl Call {
             .unwrap_or_default()
             .to_string();
         let ack = RequestBuilder::new(Method::Ack, uri)
-            .header(
-                HeaderName::Via,
-                format!("SIP/2.0/UDP {};branch={branch};rport", self.advertise),
-            )
+            .header(HeaderName::Via, via(&self.out, destination, &branch))
             .header(HeaderName::MaxForwards, "70")
             .header(HeaderName::From, self.b_from.clone())
             .header(HeaderName::To, to)
@@ -823,7 +911,7 @@ impl Call {
     }
 
     /// A second phone answered after the first: ACK its 2xx, then BYE it (RFC 3261 §13.2.2.4).
-    async fn ack_and_bye_late_answer(&self, fork: usize, response: &Response) {
+    async fn ack_and_bye_late_answer(self: &Arc<Self>, fork: usize, response: &Response) {
         let destination = self.state.lock().expect("call lock").forks[fork].destination;
         let to = response
             .headers()
@@ -842,43 +930,103 @@ impl Call {
                     .clone()
             });
         for (method, cseq) in [(Method::Ack, 1), (Method::Bye, 2)] {
+            let branch = format!("z9hG4bK{}", tag());
             let request = RequestBuilder::new(method.clone(), target.clone())
-                .header(
-                    HeaderName::Via,
-                    format!(
-                        "SIP/2.0/UDP {};branch=z9hG4bK{};rport",
-                        self.advertise,
-                        tag()
-                    ),
-                )
+                .header(HeaderName::Via, via(&self.out, destination, &branch))
                 .header(HeaderName::MaxForwards, "70")
                 .header(HeaderName::From, self.b_from.clone())
                 .header(HeaderName::To, to.clone())
                 .header(HeaderName::CallId, self.b_call_id.clone())
                 .header(HeaderName::CSeq, format!("{cseq} {method}"))
                 .build();
-            if let Ok(request) = request {
-                self.send(&request, destination).await;
+            match (request, method) {
+                (Ok(bye), Method::Bye) => self.send_reliably(bye, branch, destination).await,
+                (Ok(ack), _) => self.send(&ack, destination).await,
+                (Err(_), _) => {}
             }
         }
     }
 
     async fn ack_2xx(&self) {
-        if let Some(ack) = self.in_dialog_to_callee(Method::Ack, Some(1)) {
+        if let Some((ack, _)) = self.in_dialog_to_callee(Method::Ack, Some(1)) {
             self.send_to_callee(&ack).await;
         }
     }
 
-    async fn bye_callee(&self) {
-        let answered = self.state.lock().expect("call lock").phase == Phase::Answered;
-        if answered && let Some(bye) = self.in_dialog_to_callee(Method::Bye, None) {
-            self.send_to_callee(&bye).await;
+    async fn bye_callee(self: &Arc<Self>) {
+        let (answered, destination) = {
+            let state = self.state.lock().expect("call lock");
+            (
+                state.phase == Phase::Answered,
+                state.winner.map(|w| state.forks[w].destination),
+            )
+        };
+        if answered
+            && let Some(destination) = destination
+            && let Some((bye, branch)) = self.in_dialog_to_callee(Method::Bye, None)
+        {
+            self.send_reliably(bye, branch, destination).await;
         }
     }
 
+    /// Sends a BYE or CANCEL and retransmits it (Timer E) until it is answered or Timer F fires
+    /// (RFC 3261 §17.1.2).
+    async fn send_reliably(self: &Arc<Self>, request: Bytes, branch: String, destination: Peer) {
+        let tx = ClientTransaction::start(
+            Kind::NonInvite,
+            destination.transport.reliability(),
+            TimerValues::default(),
+            Instant::now(),
+        );
+        self.state
+            .lock()
+            .expect("call lock")
+            .requests
+            .insert(branch.clone(), tx);
+        self.send(&request, destination).await;
+        let call = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let deadline = call
+                    .state
+                    .lock()
+                    .expect("call lock")
+                    .requests
+                    .get(&branch)
+                    .and_then(ClientTransaction::next_deadline);
+                let Some(deadline) = deadline else { break };
+                tokio::time::sleep_until(deadline.into()).await;
+                let actions = match call
+                    .state
+                    .lock()
+                    .expect("call lock")
+                    .requests
+                    .get_mut(&branch)
+                {
+                    Some(tx) => tx.on_timer(Instant::now()),
+                    None => break,
+                };
+                for action in actions {
+                    match action {
+                        Action::Retransmit => call.send(&request, destination).await,
+                        Action::TimedOut => {
+                            tracing::debug!(%destination, "no answer to our request (Timer F)");
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            call.state
+                .lock()
+                .expect("call lock")
+                .requests
+                .remove(&branch);
+        });
+    }
+
     /// CANCELs every fork still without a final answer, except `keep` (RFC 3261 §16.7 step 10).
-    async fn cancel_other_forks(&self, keep: Option<usize>) {
-        let pending: Vec<(String, String, SocketAddr)> = {
+    async fn cancel_other_forks(self: &Arc<Self>, keep: Option<usize>) {
+        let pending: Vec<(String, String, Peer)> = {
             let state = self.state.lock().expect("call lock");
             state
                 .forks
@@ -889,11 +1037,9 @@ impl Call {
                 .collect()
         };
         for (branch, uri, destination) in pending {
+            // A CANCEL shares its INVITE's branch; its own answers are told apart by the method.
             let cancel = RequestBuilder::new(Method::Cancel, uri)
-                .header(
-                    HeaderName::Via,
-                    format!("SIP/2.0/UDP {};branch={branch};rport", self.advertise),
-                )
+                .header(HeaderName::Via, via(&self.out, destination, &branch))
                 .header(HeaderName::MaxForwards, "70")
                 .header(HeaderName::From, self.b_from.clone())
                 .header(HeaderName::To, self.b_to.clone())
@@ -901,43 +1047,41 @@ impl Call {
                 .header(HeaderName::CSeq, "1 CANCEL")
                 .build();
             if let Ok(cancel) = cancel {
-                self.send(&cancel, destination).await;
+                self.send_reliably(cancel, cancel_key(&branch), destination)
+                    .await;
             }
         }
     }
 
-    /// ACK (with the INVITE's CSeq) or BYE (the next CSeq) in our dialog with the callee.
-    fn in_dialog_to_callee(&self, method: Method, cseq: Option<u32>) -> Option<Bytes> {
+    /// ACK (with the INVITE's CSeq) or BYE (the next CSeq) in our dialog with the callee, and its
+    /// branch.
+    fn in_dialog_to_callee(&self, method: Method, cseq: Option<u32>) -> Option<(Bytes, String)> {
         let mut state = self.state.lock().expect("call lock");
         let cseq = cseq.unwrap_or_else(|| {
             state.cseq_to_b += 1;
             state.cseq_to_b
         });
-        let winner = state
-            .winner
-            .map(|w| state.forks[w].uri.clone())
-            .unwrap_or_default();
-        let target = state.b_target.clone().unwrap_or(winner);
+        let winner = state.winner?;
+        let callee = state.forks[winner].destination;
+        let target = state
+            .b_target
+            .clone()
+            .unwrap_or_else(|| state.forks[winner].uri.clone());
         let to = match &state.b_to_tag {
             Some(tag) => format!("{};tag={tag}", self.b_to),
             None => self.b_to.clone(),
         };
-        RequestBuilder::new(method.clone(), target)
-            .header(
-                HeaderName::Via,
-                format!(
-                    "SIP/2.0/UDP {};branch=z9hG4bK{};rport",
-                    self.advertise,
-                    tag()
-                ),
-            )
+        let branch = format!("z9hG4bK{}", tag());
+        let request = RequestBuilder::new(method.clone(), target)
+            .header(HeaderName::Via, via(&self.out, callee, &branch))
             .header(HeaderName::MaxForwards, "70")
             .header(HeaderName::From, self.b_from.clone())
             .header(HeaderName::To, to)
             .header(HeaderName::CallId, self.b_call_id.clone())
             .header(HeaderName::CSeq, format!("{cseq} {method}"))
             .build()
-            .ok()
+            .ok()?;
+        Some((request, branch))
     }
 
     /// BYE to the caller: we are the UAS of that dialog, so From and To are the INVITE's swapped.
@@ -959,7 +1103,7 @@ impl Call {
         (target, from)
     }
 
-    async fn bye_caller(&self) {
+    async fn bye_caller(self: &Arc<Self>) {
         let headers = self.a_invite.headers();
         let (target, from) = self.caller_dialog();
         let cseq = {
@@ -967,15 +1111,9 @@ impl Call {
             state.cseq_to_a += 1;
             state.cseq_to_a
         };
+        let branch = format!("z9hG4bK{}", tag());
         let bye = RequestBuilder::new(Method::Bye, target)
-            .header(
-                HeaderName::Via,
-                format!(
-                    "SIP/2.0/UDP {};branch=z9hG4bK{};rport",
-                    self.advertise,
-                    tag()
-                ),
-            )
+            .header(HeaderName::Via, via(&self.out, self.a_source, &branch))
             .header(HeaderName::MaxForwards, "70")
             .header(HeaderName::From, from)
             .header(
@@ -989,32 +1127,59 @@ impl Call {
             .header(HeaderName::CSeq, format!("{cseq} BYE"))
             .build();
         if let Ok(bye) = bye {
-            self.send_to_caller(&bye).await;
+            self.send_reliably(bye, branch, self.a_source).await;
         }
     }
 
     async fn send_to_caller(&self, bytes: &[u8]) {
-        if let Err(error) = self.socket.send_to(bytes, self.a_source).await {
-            tracing::debug!(%error, "cannot send to the caller");
-        }
+        self.send(bytes, self.a_source).await;
+    }
+
+    /// The phone that answered.
+    fn callee(&self) -> Option<Peer> {
+        let state = self.state.lock().expect("call lock");
+        state.winner.map(|w| state.forks[w].destination)
     }
 
     /// Sends to the phone that answered.
     async fn send_to_callee(&self, bytes: &[u8]) {
-        let destination = {
-            let state = self.state.lock().expect("call lock");
-            state.winner.map(|w| state.forks[w].destination)
-        };
-        if let Some(destination) = destination {
-            self.send(bytes, destination).await;
+        if let Some(callee) = self.callee() {
+            self.send(bytes, callee).await;
         }
     }
 
-    async fn send(&self, bytes: &[u8], destination: SocketAddr) {
-        if let Err(error) = self.socket.send_to(bytes, destination).await {
-            tracing::debug!(%error, %destination, "cannot send to the callee");
+    async fn send(&self, bytes: &[u8], peer: Peer) {
+        if let Err(error) = self.out.send(bytes, peer).await {
+            tracing::debug!(%error, peer = %peer.addr, "cannot send");
         }
     }
+}
+
+/// Our Via towards `peer`: its transport, and our address on it.
+fn via(out: &Outbound, peer: Peer, branch: &str) -> String {
+    let address = out
+        .advertised(peer.transport)
+        .map_or_else(String::new, |a| a.to_string());
+    format!(
+        "SIP/2.0/{} {address};branch={branch};rport",
+        peer.transport.via_token()
+    )
+}
+
+/// Our Contact towards `peer`, so its in-dialog requests come back over the same transport.
+fn contact(out: &Outbound, peer: Peer) -> String {
+    let address = out
+        .advertised(peer.transport)
+        .map_or_else(String::new, |a| a.to_string());
+    match peer.transport {
+        crate::transport::Transport::Udp => format!("<sip:centrex@{address}>"),
+        crate::transport::Transport::Tcp => format!("<sip:centrex@{address};transport=tcp>"),
+    }
+}
+
+/// The key of a CANCEL among our requests: it shares its INVITE's branch (RFC 3261 §9.1).
+fn cancel_key(branch: &str) -> String {
+    format!("{branch} CANCEL")
 }
 
 /// The relay session id of a call: stable for its Call-ID, so a retried allocation is idempotent.

@@ -7,71 +7,80 @@
 
 mod call;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use centrex_coord::Store;
-use tokio::net::UdpSocket;
 
 use crate::auth::authenticator::{AuthOutcome, Authenticator};
 use crate::directory::Directory;
 use crate::media::MediaPool;
 use crate::registrar::bindings;
 use crate::sip::{HeaderName, Request, Response, ResponseBuilder, StatusCode, Uri};
+use crate::transport::{Outbound, Peer, Transport};
 use call::Call;
 
 /// Calls one instance holds at most; more are refused with 503.
 const MAX_CALLS: usize = 50_000;
+/// Media pools whose channels are kept; past it they are reconnected (tenants' pools are few).
+const MAX_POOLS: usize = 256;
 
 /// The B2BUA of one signalling instance.
 pub struct B2bua {
     store: Arc<dyn Store>,
     directory: Directory,
     auth: Arc<Authenticator>,
-    socket: OnceLock<Arc<UdpSocket>>,
-    advertise: OnceLock<SocketAddr>,
+    out: Arc<Outbound>,
     /// Calls by the Call-ID of either leg.
     calls: Mutex<HashMap<String, Arc<Call>>>,
+    /// Call-IDs of INVITEs being set up (authenticated, media being anchored): their
+    /// retransmissions are absorbed instead of being authenticated again.
+    starting: Mutex<HashSet<String>>,
+    /// Media pools by namespace and name (kept so their gRPC channels are reused).
+    pools: Mutex<HashMap<(String, String), MediaPool>>,
 }
 
 impl B2bua {
     /// A B2BUA for the tenants of `directory`.
-    pub fn new(store: Arc<dyn Store>, directory: Directory, auth: Arc<Authenticator>) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        directory: Directory,
+        auth: Arc<Authenticator>,
+        out: Arc<Outbound>,
+    ) -> Self {
         Self {
             store,
             directory,
             auth,
-            socket: OnceLock::new(),
-            advertise: OnceLock::new(),
+            out,
             calls: Mutex::default(),
+            starting: Mutex::default(),
+            pools: Mutex::default(),
         }
     }
 
-    /// Sets the socket calls are sent from and the address written into Via and Contact.
-    pub fn attach(&self, socket: Arc<UdpSocket>, advertise: SocketAddr) {
-        let _ = self.socket.set(socket);
-        let _ = self.advertise.set(advertise);
-    }
-
-    /// A new INVITE (no To tag) from `source`; returns the immediate answer.
-    pub async fn invite(self: &Arc<Self>, request: Request, source: SocketAddr) -> Option<Bytes> {
+    /// A new INVITE (no To tag) from `caller`; returns the immediate answer.
+    pub async fn invite(self: &Arc<Self>, request: Request, caller: Peer) -> Option<Bytes> {
         let call_id = request.headers().call_id().ok()?.to_string();
+        // A retransmission gets the latest answer again, or nothing while the call is set up.
+        let _starting = Starting::claim(&self.starting, call_id.clone())?;
         if let Some(call) = self.find(&call_id) {
-            // A retransmission: the latest answer again.
             return call.last_answer_to_caller();
         }
-        let (Some(socket), Some(&advertise)) = (self.socket.get(), self.advertise.get()) else {
-            return None;
-        };
+        let source = caller.addr;
         let respond = |status: StatusCode| {
             ResponseBuilder::for_request(&request, status)
                 .to_tag(call::tag())
                 .build()
                 .ok()
         };
+        let ours = [Transport::Udp, Transport::Tcp].map(|t| self.out.advertised(t));
+        if looped(&request, ours.iter().flatten()) {
+            return respond(StatusCode::LOOP_DETECTED);
+        }
 
         let Some(domain) = request_domain(&request) else {
             return respond(StatusCode::NOT_FOUND);
@@ -79,18 +88,18 @@ impl B2bua {
         let Some(tenant) = self.directory.tenant(&domain) else {
             return respond(StatusCode::NOT_FOUND);
         };
-        let Some(caller) = from_user(&request, &domain) else {
+        let Some(caller_user) = from_user(&request, &domain) else {
             return respond(StatusCode::FORBIDDEN);
         };
         let unix_now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let authorization = request.headers().get(HeaderName::Authorization);
-        let caller = match self.auth.authenticate(
+        let caller_user = match self.auth.authenticate(
             "INVITE",
             authorization,
             &tenant,
-            &caller,
+            &caller_user,
             source.ip(),
             unix_now,
             Instant::now(),
@@ -125,28 +134,29 @@ impl B2bua {
             }
         };
         // Every registered phone rings (bounded by the registrar's contacts per user).
-        let targets: Vec<(String, SocketAddr)> = contacts
+        let targets: Vec<(String, Peer)> = contacts
             .into_iter()
-            .filter_map(|(b, _)| Some((b.contact, b.source.parse().ok()?)))
+            .filter_map(|(b, _)| {
+                let peer = Peer {
+                    addr: b.source.parse().ok()?,
+                    transport: Transport::parse(&b.transport)?,
+                };
+                Some((b.contact, peer))
+            })
             .collect();
         if targets.is_empty() {
             return respond(StatusCode::TEMPORARILY_UNAVAILABLE);
         }
-        let pool = MediaPool::new(
-            self.store.clone(),
-            &tenant.source.namespace,
-            &tenant.media_pool,
-        );
+        let pool = self.media_pool(&tenant.source.namespace, &tenant.media_pool);
         let call = match Call::start(
             self.clone(),
             request.clone(),
-            source,
+            caller,
             &tenant,
-            &caller,
+            &caller_user,
             &targets,
             pool,
-            socket.clone(),
-            advertise,
+            self.out.clone(),
         )
         .await
         {
@@ -162,7 +172,7 @@ impl B2bua {
     }
 
     /// A request inside an existing call (ACK, BYE, CANCEL, re-INVITE); `None` when unknown.
-    pub async fn in_call(&self, request: &Request, source: SocketAddr) -> Option<Option<Bytes>> {
+    pub async fn in_call(&self, request: &Request, source: Peer) -> Option<Option<Bytes>> {
         let call_id = request.headers().call_id().ok()?;
         let call = self.find(call_id)?;
         Some(call.request(request, source).await)
@@ -178,6 +188,26 @@ impl B2bua {
         }
     }
 
+    /// The media pool `namespace/name`, whose gRPC channels every call shares.
+    fn media_pool(&self, namespace: &str, name: &str) -> MediaPool {
+        let mut pools = self.pools.lock().expect("pools lock");
+        let key = (namespace.to_string(), name.to_string());
+        if !pools.contains_key(&key) && pools.len() >= MAX_POOLS {
+            pools.clear();
+        }
+        pools
+            .entry(key)
+            .or_insert_with(|| MediaPool::new(self.store.clone(), namespace, name))
+            .clone()
+    }
+
+    /// Whether `request` belongs to a call this instance holds or is setting up.
+    pub fn holds(&self, request: &Request) -> bool {
+        request.headers().call_id().is_ok_and(|id| {
+            self.find(id).is_some() || self.starting.lock().expect("starting lock").contains(id)
+        })
+    }
+
     fn find(&self, call_id: &str) -> Option<Arc<Call>> {
         self.calls.lock().expect("calls lock").get(call_id).cloned()
     }
@@ -189,10 +219,45 @@ impl B2bua {
         calls.remove(call.b_call_id());
     }
 
-    /// Calls in progress.
+    /// Calls in progress (ended ones linger a while to absorb retransmissions; they don't count).
     pub fn active_calls(&self) -> usize {
-        self.calls.lock().expect("calls lock").len() / 2
+        let calls = self.calls.lock().expect("calls lock");
+        // Each call is held under both legs' Call-IDs.
+        calls.values().filter(|call| !call.is_over()).count() / 2
     }
+}
+
+/// Marks a Call-ID as being set up for as long as it lives.
+struct Starting<'a> {
+    set: &'a Mutex<HashSet<String>>,
+    call_id: String,
+}
+
+impl<'a> Starting<'a> {
+    /// `None` when the Call-ID is already being set up.
+    fn claim(set: &'a Mutex<HashSet<String>>, call_id: String) -> Option<Self> {
+        let claimed = set.lock().expect("starting lock").insert(call_id.clone());
+        claimed.then_some(Self { set, call_id })
+    }
+}
+
+impl Drop for Starting<'_> {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .expect("starting lock")
+            .remove(&self.call_id);
+    }
+}
+
+/// Whether `request` has been through us already: one of its Vias is our own address (a binding
+/// that points back at this server, or forwards that come round), RFC 3261 §16.3 item 4.
+fn looped<'a>(request: &Request, ours: impl Iterator<Item = &'a SocketAddr> + Clone) -> bool {
+    request.headers().vias().filter_map(Result::ok).any(|via| {
+        let (host, port) = (via.host().to_string(), via.port().unwrap_or(5060));
+        ours.clone()
+            .any(|address| address.port() == port && address.ip().to_string() == host)
+    })
 }
 
 fn request_domain(request: &Request) -> Option<String> {

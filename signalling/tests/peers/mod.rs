@@ -67,6 +67,7 @@ pub struct Platform {
     pub sip: SocketAddr,
     /// SIP over TCP.
     pub tcp: SocketAddr,
+    pub server: Arc<Server>,
 }
 
 impl Platform {
@@ -104,12 +105,17 @@ impl Platform {
         tokio::spawn(server.clone().serve_udp(socket, std::future::pending()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let tcp = listener.local_addr().unwrap();
-        tokio::spawn(server.serve_tcp(listener, limits, std::future::pending()));
+        tokio::spawn(
+            server
+                .clone()
+                .serve_tcp(listener, limits, std::future::pending()),
+        );
         Self {
             store,
             media_grpc,
             sip,
             tcp,
+            server,
         }
     }
 }
@@ -289,4 +295,109 @@ pub fn scenario_path(name: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/scenarios")
         .join(name)
+}
+
+/// An INVITE from `user` to `target` with credentials answering `nonce` (none: no Authorization).
+pub fn invite(user: &str, password: &str, target: &str, nonce: Option<&str>, cseq: u32) -> String {
+    let uri = format!("sip:{target}@{DOMAIN}");
+    let auth = nonce
+        .map(|nonce| authorization(user, password, "INVITE", &uri, nonce, cseq))
+        .unwrap_or_default();
+    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+    format!(
+        "INVITE sip:{target}@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5998;branch=z9hG4bKinv{cseq}\r\n\
+         From: <sip:{user}@{DOMAIN}>;tag=a\r\nTo: <sip:{target}@{DOMAIN}>\r\nCall-ID: {target}-{cseq}@test\r\nCSeq: {cseq} INVITE\r\n\
+         Contact: <sip:{user}@127.0.0.1:5998>\r\nMax-Forwards: 70\r\n{auth}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    )
+}
+
+/// The first answer to `request` (sent from a fresh socket), provisional ones skipped.
+pub async fn answer_to(platform: &Platform, request: &str) -> String {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    socket
+        .send_to(request.as_bytes(), platform.sip)
+        .await
+        .unwrap();
+    let mut buffer = vec![0u8; 65_536];
+    loop {
+        let len = tokio::time::timeout(std::time::Duration::from_secs(5), socket.recv(&mut buffer))
+            .await
+            .expect("an answer within 5 s")
+            .unwrap();
+        let text = String::from_utf8_lossy(&buffer[..len]).into_owned();
+        if !text.starts_with("SIP/2.0 1") {
+            return text;
+        }
+    }
+}
+
+/// The value of header `name` in `message`.
+pub fn header<'m>(message: &'m str, name: &str) -> &'m str {
+    message
+        .lines()
+        .find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.trim().eq_ignore_ascii_case(name).then(|| value.trim())
+        })
+        .unwrap_or_else(|| panic!("no {name} in {message}"))
+}
+
+/// A response to `request` with `status`, as the phone that received it.
+pub fn respond(request: &str, status: &str, to_tag: &str, body: &str) -> String {
+    let mut response = format!("SIP/2.0 {status}\r\n");
+    for line in request.lines().filter(|l| l.starts_with("Via:")) {
+        response.push_str(line);
+        response.push_str("\r\n");
+    }
+    let to = header(request, "To");
+    let to = if to.contains(";tag=") {
+        to.to_string()
+    } else {
+        format!("{to};tag={to_tag}")
+    };
+    for (name, value) in [
+        ("From", header(request, "From")),
+        ("To", &to),
+        ("Call-ID", header(request, "Call-ID")),
+        ("CSeq", header(request, "CSeq")),
+    ] {
+        response.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if body.is_empty() {
+        response.push_str("Content-Length: 0\r\n\r\n");
+    } else {
+        response.push_str(&format!(
+            "Contact: <sip:101@127.0.0.1>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ));
+    }
+    response
+}
+
+/// An MD5 `Authorization` header line (qop=auth, nonce count `nc`) for `method` of `uri`.
+pub fn authorization(
+    user: &str,
+    password: &str,
+    method: &str,
+    uri: &str,
+    nonce: &str,
+    nc: u32,
+) -> String {
+    use centrex_signalling::auth::digest::Algorithm;
+    let ha1 = Algorithm::Md5.hash(&[user.as_bytes(), DOMAIN.as_bytes(), password.as_bytes()]);
+    let ha2 = Algorithm::Md5.hash(&[method.as_bytes(), uri.as_bytes()]);
+    let nc = format!("{nc:08x}");
+    let response = Algorithm::Md5.hash(&[
+        ha1.as_bytes(),
+        nonce.as_bytes(),
+        nc.as_bytes(),
+        b"c",
+        b"auth",
+        ha2.as_bytes(),
+    ]);
+    format!(
+        "Authorization: Digest username=\"{user}\", realm=\"{DOMAIN}\", nonce=\"{nonce}\", uri=\"{uri}\", \
+         response=\"{response}\", algorithm=MD5, qop=auth, nc={nc}, cnonce=\"c\"\r\n"
+    )
 }
