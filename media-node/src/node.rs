@@ -145,7 +145,7 @@ impl Node {
             return Err(error.into());
         }
         self.metrics.session_created();
-        tracing::info!(
+        tracing::debug!(
             session = %request.id,
             call_id = %request.call_id,
             tenant = %request.tenant,
@@ -297,7 +297,7 @@ impl Node {
         if !found {
             return Err(NodeError::NotFound(update.id));
         }
-        tracing::info!(session = %update.id, leg = update.leg.as_str(), remote = ?update.remote, rtcp_mux = update.rtcp_mux, "leg updated");
+        tracing::debug!(session = %update.id, leg = update.leg.as_str(), remote = ?update.remote, rtcp_mux = update.rtcp_mux, "leg updated");
         self.view(update.id, &record).await
     }
 
@@ -314,7 +314,7 @@ impl Node {
         drop(table);
         let stats = stats?.unwrap_or_default();
         self.metrics.session_ended(EndReason::Deleted);
-        tracing::info!(session = %id, packets_a = stats[0].counters.packets_in, packets_b = stats[1].counters.packets_in, "session deleted");
+        tracing::debug!(session = %id, packets_a = stats[0].counters.packets_in, packets_b = stats[1].counters.packets_in, "session deleted");
         Ok(Some(stats))
     }
 
