@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use centrex_coord::{Store, StoreError, keys};
+use centrex_coord::{LeaseId, Store, StoreError, keys};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -27,39 +27,39 @@ pub fn binding_id(contact: &str) -> String {
     hex::encode(&Sha256::digest(contact.as_bytes())[..12])
 }
 
-/// Every binding of `user@domain` with its store revision.
+/// Every binding of `user@domain`, with the lease that holds it.
 pub async fn list(
     store: &dyn Store,
     domain: &str,
     user: &str,
-) -> Result<Vec<(Binding, i64)>, StoreError> {
+) -> Result<Vec<(Binding, Option<LeaseId>)>, StoreError> {
     let (items, _) = store.list(&keys::registrations(domain, user)).await?;
     Ok(items
         .into_iter()
         .filter_map(|kv| {
             serde_json::from_slice(&kv.value)
                 .ok()
-                .map(|b| (b, kv.mod_revision))
+                .map(|b| (b, kv.lease))
         })
         .collect())
 }
 
-/// Writes `binding` under a fresh lease of `ttl`, releasing the lease it replaces.
+/// Writes `binding` under a fresh lease of `ttl`, then revokes `replaced`, the lease of the
+/// binding it replaces (it holds nothing any more; an error there is harmless).
 pub async fn put(
     store: &dyn Store,
     domain: &str,
     user: &str,
     binding: &Binding,
     ttl: Duration,
+    replaced: Option<LeaseId>,
 ) -> Result<(), StoreError> {
     let key = keys::registration(domain, user, &binding_id(&binding.contact));
-    let previous = store.get(&key).await?.and_then(|kv| kv.lease);
     let lease = store.grant_lease(ttl).await?;
     let value = serde_json::to_vec(binding).map_err(|e| StoreError::Invalid(e.to_string()))?;
     store.put(&key, value, Some(lease)).await?;
-    if let Some(previous) = previous {
-        // The old lease holds nothing now; revoking it keeps the store tidy (an error is harmless).
-        let _ = store.revoke_lease(previous).await;
+    if let Some(replaced) = replaced {
+        let _ = store.revoke_lease(replaced).await;
     }
     Ok(())
 }

@@ -160,11 +160,14 @@ impl Registrar {
         let store = self.store.as_ref();
         let existing = bindings::list(store, domain, user).await?;
         match plan {
-            Plan::Query => {}
+            Plan::Query => Ok(Applied::Bindings(
+                existing.into_iter().map(|(b, _)| b).collect(),
+            )),
             Plan::RemoveAll => {
                 for (binding, _) in &existing {
                     bindings::remove(store, domain, user, &binding.contact).await?;
                 }
+                Ok(Applied::Bindings(Vec::new()))
             }
             Plan::Update(changes) => {
                 let known = |contact: &str| existing.iter().any(|(b, _)| b.contact == contact);
@@ -183,11 +186,20 @@ impl Registrar {
                 if stale {
                     return Ok(Applied::OutOfOrder);
                 }
+                let mut current: Vec<Binding> = existing
+                    .iter()
+                    .filter(|(b, _)| !changes.iter().any(|(c, _)| *c == b.contact))
+                    .map(|(b, _)| b.clone())
+                    .collect();
                 for (contact, expires) in changes {
                     if expires == 0 {
                         bindings::remove(store, domain, user, &contact).await?;
                         continue;
                     }
+                    let replaced = existing
+                        .iter()
+                        .find(|(b, _)| b.contact == contact)
+                        .and_then(|(_, lease)| *lease);
                     let binding = Binding {
                         contact,
                         expires_at: unix_now + u64::from(expires),
@@ -202,17 +214,14 @@ impl Registrar {
                         user,
                         &binding,
                         Duration::from_secs(expires.into()),
+                        replaced,
                     )
                     .await?;
+                    current.push(binding);
                 }
+                Ok(Applied::Bindings(current))
             }
         }
-        let current = bindings::list(store, domain, user)
-            .await?
-            .into_iter()
-            .map(|(b, _)| b)
-            .collect();
-        Ok(Applied::Bindings(current))
     }
 }
 
