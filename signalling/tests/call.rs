@@ -10,7 +10,8 @@ use centrex_coord::testing::eventually;
 use centrex_proto::media::NodeStatsRequest;
 use centrex_proto::media::media_control_client::MediaControlClient;
 use peers::{
-    DOMAIN, Platform, answer_to, free_udp_port, invite, register_scenario, scenario_path, sipp_at,
+    DOMAIN, Platform, answer_to, free_media_port, free_udp_port, invite, register_scenario,
+    scenario_path, sipp_at,
 };
 
 /// Registers 101 (a sipp UAS echoing RTP) and has 100 call it (a sipp UAC: digest, 1.5 s of RTP,
@@ -47,7 +48,7 @@ async fn call_100_to_101(sip: SocketAddr) -> (Output, Output) {
 
     let path = dir.path().to_path_buf();
     let callee = tokio::task::spawn_blocking(move || {
-        let media_port = free_udp_port().to_string();
+        let media_port = free_media_port().to_string();
         sipp_at(
             sip,
             callee_port,
@@ -66,7 +67,7 @@ async fn call_100_to_101(sip: SocketAddr) -> (Output, Output) {
     // No wait for the callee to bind: until it answers, the B2BUA retransmits its INVITE (Timer A).
     let path = dir.path().to_path_buf();
     let caller = tokio::task::spawn_blocking(move || {
-        let media_port = free_udp_port().to_string();
+        let media_port = free_media_port().to_string();
         let args = [
             "-sf",
             "uac_call.xml",
@@ -239,7 +240,7 @@ async fn every_registered_phone_rings_and_the_others_are_cancelled_when_one_answ
         tokio::task::spawn_blocking(move || sipp_at(sip, desk, &path, &["-sf", "uas_ringing.xml"]));
     let path = dir.path().to_path_buf();
     let answering = tokio::task::spawn_blocking(move || {
-        let media_port = free_udp_port().to_string();
+        let media_port = free_media_port().to_string();
         sipp_at(
             sip,
             softphone,
@@ -257,7 +258,7 @@ async fn every_registered_phone_rings_and_the_others_are_cancelled_when_one_answ
     });
     let path = dir.path().to_path_buf();
     let caller = tokio::task::spawn_blocking(move || {
-        let media_port = free_udp_port().to_string();
+        let media_port = free_media_port().to_string();
         let mut args = [
             "-sf",
             "uac_call.xml",
@@ -325,7 +326,7 @@ async fn a_re_invite_putting_the_call_on_hold_passes_through_with_its_sdp() {
     assert!(registered.status.success());
     let path = dir.path().to_path_buf();
     let callee = tokio::task::spawn_blocking(move || {
-        let media_port = free_udp_port().to_string();
+        let media_port = free_media_port().to_string();
         sipp_at(
             sip,
             phone,
@@ -342,7 +343,7 @@ async fn a_re_invite_putting_the_call_on_hold_passes_through_with_its_sdp() {
     });
     let path = dir.path().to_path_buf();
     let caller = tokio::task::spawn_blocking(move || {
-        let media_port = free_udp_port().to_string();
+        let media_port = free_media_port().to_string();
         let mut args = [
             "-sf",
             "uac_reinvite.xml",

@@ -191,7 +191,7 @@ async fn a_call_over_tcp_reaches_the_callee_on_the_connection_it_registered_over
     std::fs::write(dir.path().join("audio.raw"), [0xffu8; 8000]).unwrap();
     let (tcp, path) = (platform.tcp, dir.path().to_path_buf());
     let caller = tokio::task::spawn_blocking(move || {
-        let media_port = peers::free_udp_port().to_string();
+        let media_port = peers::free_media_port().to_string();
         peers::sipp_at(
             tcp,
             peers::free_udp_port(),

@@ -99,7 +99,8 @@ pub fn tag() -> String {
 }
 
 impl Call {
-    /// Anchors the media, sends the INVITE to the callee, and answers the caller 100 Trying.
+    /// Anchors the media and prepares the INVITE to each of the callee's phones ([`Call::ring`]
+    /// sends them); the caller's answer so far is 100 Trying.
     #[allow(clippy::too_many_arguments)]
     pub async fn start(
         b2bua: Arc<B2bua>,
@@ -199,10 +200,6 @@ impl Call {
         let trying = ResponseBuilder::for_request(&a_invite, StatusCode::TRYING)
             .build()
             .ok();
-        let invites: Vec<(Bytes, Peer)> = forks
-            .iter()
-            .map(|f| (f.invite.clone(), f.destination))
-            .collect();
         let call = Arc::new(Self {
             b2bua: Arc::downgrade(&b2bua),
             out,
@@ -229,11 +226,24 @@ impl Call {
                 requests: HashMap::new(),
             }),
         });
-        for (index, (invite, destination)) in invites.into_iter().enumerate() {
-            call.send(&invite, destination).await;
-            tokio::spawn(call.clone().drive_fork(index));
-        }
         Ok(call)
+    }
+
+    /// Sends the INVITE to every phone of the callee. Only once the call can be found by its
+    /// Call-IDs: a phone that answers at once must not find it missing.
+    pub async fn ring(self: &Arc<Self>) {
+        let invites: Vec<(Bytes, Peer)> = {
+            let state = self.state.lock().expect("call lock");
+            state
+                .forks
+                .iter()
+                .map(|f| (f.invite.clone(), f.destination))
+                .collect()
+        };
+        for (index, (invite, destination)) in invites.into_iter().enumerate() {
+            self.send(&invite, destination).await;
+            tokio::spawn(self.clone().drive_fork(index));
+        }
     }
 
     /// Ended (lingering only to absorb retransmissions).

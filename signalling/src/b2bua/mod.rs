@@ -168,6 +168,7 @@ impl B2bua {
             calls.insert(call.a_call_id().to_string(), call.clone());
             calls.insert(call.b_call_id().to_string(), call.clone());
         }
+        call.ring().await;
         call.last_answer_to_caller()
     }
 

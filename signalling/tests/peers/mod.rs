@@ -186,6 +186,19 @@ pub fn free_udp_port() -> u16 {
         .port()
 }
 
+/// A base port for sipp's media, a multiple of 4 with it and the next three free: sipp binds
+/// audio RTP/RTCP at the base and video at base + 2, so two sipps must not get adjacent ports.
+pub fn free_media_port() -> u16 {
+    for _ in 0..100 {
+        let base = free_udp_port() & !3;
+        let free = (base..base + 4).all(|port| StdUdpSocket::bind(("127.0.0.1", port)).is_ok());
+        if base >= 1024 && free {
+            return base;
+        }
+    }
+    panic!("no four consecutive free UDP ports on 127.0.0.1");
+}
+
 /// Runs sipp with `scenario` (XML text) against `target`, bound to 127.0.0.1; blocking, so call
 /// it from `spawn_blocking`. Fails the test with a clear message when sipp is not installed.
 pub fn sipp(target: SocketAddr, scenario: &str, extra: &[&str]) -> Output {
