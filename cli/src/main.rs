@@ -181,6 +181,7 @@ async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
         identity: args.identity,
         lease_name: args.lease_name,
         lease_duration: Duration::from_secs(args.lease_seconds),
+        census_period: centrex_operator::census::PERIOD,
     };
     let metrics = Arc::new(Metrics::default());
     let health = Health::default();

@@ -45,6 +45,11 @@ pub fn media_node(namespace: &str, pool: &str, node: &str) -> String {
     format!("{ROOT}media-nodes/{namespace}/{pool}/{node}")
 }
 
+/// Prefix of every SIP binding (`…/registrations/<domain>/<user>/<binding>`).
+pub fn all_registrations() -> String {
+    format!("{ROOT}registrations/")
+}
+
 /// Prefix of the SIP bindings of one address of record.
 pub fn registrations(domain: &str, user: &str) -> String {
     format!("{ROOT}registrations/{domain}/{user}/")

@@ -20,6 +20,8 @@ pub struct OperatorConfig {
     pub lease_name: String,
     /// How long a leader holds the Lease without renewing it.
     pub lease_duration: Duration,
+    /// How often registered devices are counted into Tenant status.
+    pub census_period: Duration,
 }
 
 impl OperatorConfig {

@@ -3,6 +3,7 @@
 //! Each controller is a pipeline of small steps — dereference (IO) → validate and build (pure)
 //! → apply or publish (IO) → status (pure decision, one IO write).
 
+pub mod census;
 pub mod conditions;
 pub mod config;
 pub mod context;

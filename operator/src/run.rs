@@ -69,6 +69,7 @@ pub async fn controllers(
         tenant_store.clone(),
     );
     let rivals_store = tenant_store.clone();
+    let census = crate::census::run(ctx.clone(), tenant_store.clone(), ctx.config.census_period);
     let tenant_controller = Controller::for_stream(tenant_stream, tenant_store)
         .watches_stream(
             watcher(
@@ -185,12 +186,17 @@ pub async fn controllers(
             )
             .for_each(|_| future::ready(()));
 
-    tokio::join!(
-        tenant_controller,
-        trunk_controller,
-        media_controller,
-        signalling_controller
-    );
+    tokio::select! {
+        _ = async {
+            tokio::join!(
+                tenant_controller,
+                trunk_controller,
+                media_controller,
+                signalling_controller
+            )
+        } => {}
+        _ = census => {}
+    }
 }
 
 /// Readiness of this replica, shared with the HTTP endpoints.

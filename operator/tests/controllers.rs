@@ -475,3 +475,41 @@ async fn deleting_a_pool_garbage_collects_what_it_owns() {
         "the other pool is untouched"
     );
 }
+
+#[tokio::test]
+async fn registered_phones_are_counted_into_the_tenant_status() {
+    let h = Harness::start().await;
+    h.apply_examples().await;
+    ready_tenant(&h, "acme").await;
+    // Three phones of acme register (the signalling pods write these bindings), and one of
+    // another domain that acme must not count.
+    for (domain, user, binding) in [
+        ("acme.example.com", "100", "desk"),
+        ("acme.example.com", "100", "mobile"),
+        ("acme.example.com", "101", "desk"),
+        ("globex.example.com", "100", "desk"),
+    ] {
+        h.store
+            .put(
+                &keys::registration(domain, user, binding),
+                b"{}".to_vec(),
+                None,
+            )
+            .await
+            .unwrap();
+    }
+    eventually("registeredDevices 3", || async {
+        let tenant = h.fake.get::<Tenant>("default", "acme")?;
+        (tenant.status?.registered_devices == 3).then_some(())
+    })
+    .await;
+    h.store
+        .delete(&keys::registration("acme.example.com", "100", "mobile"))
+        .await
+        .unwrap();
+    eventually("registeredDevices 2 after one unregisters", || async {
+        let tenant = h.fake.get::<Tenant>("default", "acme")?;
+        (tenant.status?.registered_devices == 2).then_some(())
+    })
+    .await;
+}

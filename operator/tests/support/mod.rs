@@ -27,6 +27,7 @@ pub fn config(identity: &str) -> OperatorConfig {
         identity: identity.into(),
         lease_name: "centrex-operator".into(),
         lease_duration: Duration::from_secs(2),
+        census_period: Duration::from_millis(200),
     }
 }
 
