@@ -1,0 +1,391 @@
+//! The bench's edges: child processes (killed on drop), free ports, the generated manifests,
+//! memory figures from /proc, Prometheus scrapes, and what the platform's logs complain about.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+/// The tenant's SIP domain.
+pub const DOMAIN: &str = "bench.example.com";
+
+/// A child process, killed and reaped when dropped so that a failing bench leaves nothing running.
+pub struct Process {
+    name: String,
+    child: Child,
+}
+
+impl Process {
+    /// Starts `command` with stdin closed and stdout and stderr appended to `log`.
+    pub fn spawn(name: &str, command: &mut Command, log: &Path) -> anyhow::Result<Self> {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("opening {}", log.display()))?;
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("starting {name} ({command:?})"))?;
+        Ok(Self {
+            name: name.into(),
+            child,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Its exit status if it has ended.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Waits at most `limit` for it to end; kills it past that (`None`).
+    pub fn wait_for(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.exited() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("  {} still running after {limit:?}: killed", self.name);
+        None
+    }
+
+    /// Its memory figure `field` (`VmRSS:` now, `VmHWM:` peak) in MiB, while it runs.
+    pub fn memory_mib(&self, field: &str) -> Option<f64> {
+        memory_mib(self.pid(), field)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A memory figure of process `pid` from /proc (`VmRSS:` now, `VmHWM:` peak), in MiB.
+pub fn memory_mib(pid: u32, field: &str) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status_field_kib(&status, field).map(|kib| kib / 1024.0)
+}
+
+/// A `Name:   1234 kB` field of /proc/<pid>/status, in KiB.
+fn status_field_kib(status: &str, field: &str) -> Option<f64> {
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kib| kib.parse().ok())
+}
+
+/// Datagrams the kernel dropped so far on the UDP socket bound to 127.0.0.1:`port` because its
+/// receive buffer was full (the `drops` column of /proc/net/udp).
+pub fn udp_drops(port: u16) -> Option<u64> {
+    socket_drops(&std::fs::read_to_string("/proc/net/udp").ok()?, port)
+}
+
+/// The `drops` of the socket bound to 127.0.0.1:`port` in a /proc/net/udp table.
+fn socket_drops(table: &str, port: u16) -> Option<u64> {
+    let local = format!("0100007F:{port:04X}");
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields.get(1) == Some(&local.as_str())).then(|| fields.last()?.parse().ok())?
+    })
+}
+
+/// The 1, 5 and 15 minute load averages, as /proc/loadavg gives them.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// A port free on 127.0.0.1 for UDP now (and for TCP too when `tcp`): the kernel picks it.
+pub fn free_port(tcp: bool) -> anyhow::Result<u16> {
+    for _ in 0..50 {
+        let port = UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port();
+        if !tcp || TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    anyhow::bail!("no port free for both UDP and TCP on 127.0.0.1")
+}
+
+/// A media port for sipp: sipp binds it and the three after it (audio RTCP, video RTP and RTCP)
+/// even when no media flows, so all four must be free.
+pub fn free_media_port() -> anyhow::Result<u16> {
+    for _ in 0..100 {
+        let port = UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port();
+        if port <= u16::MAX - 3 && (0..4).all(|i| UdpSocket::bind(("127.0.0.1", port + i)).is_ok())
+        {
+            return Ok(port);
+        }
+    }
+    anyhow::bail!("no four consecutive UDP ports free on 127.0.0.1")
+}
+
+/// `n` distinct free ports (UDP and TCP).
+pub fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
+    let mut ports = Vec::with_capacity(n);
+    for _ in 0..n * 20 {
+        let port = free_port(true)?;
+        if !ports.contains(&port) {
+            ports.push(port);
+        }
+        if ports.len() == n {
+            return Ok(ports);
+        }
+    }
+    anyhow::bail!("could not find {n} distinct free ports")
+}
+
+/// The `GET /metrics` text of a Prometheus endpoint, if it answers within a second.
+pub fn scrape(addr: SocketAddr) -> Option<String> {
+    let timeout = Duration::from_secs(1);
+    let mut stream = TcpStream::connect_timeout(&addr, timeout).ok()?;
+    stream.set_read_timeout(Some(timeout)).ok()?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (_, body) = response.split_once("\r\n\r\n")?;
+    Some(body.to_string())
+}
+
+/// The sum of the samples of metric `name` (any labels) in a Prometheus text page.
+pub fn metric(page: &str, name: &str) -> Option<f64> {
+    let samples: Vec<f64> = page
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let metric = series.split('{').next()?;
+            (metric == name).then(|| value.parse().ok())?
+        })
+        .collect();
+    (!samples.is_empty()).then(|| samples.iter().sum())
+}
+
+/// The password of extension `extension` in the generated Secret (≥ 8 characters).
+pub fn password(extension: &str) -> String {
+    format!("bench-{extension}-secret")
+}
+
+/// The manifests of a tenant of `extensions` on `DOMAIN`, in the format of examples/quickstart:
+/// (file name, YAML). Limits at their maxima so that only the platform's capacity limits calls.
+pub fn manifests(extensions: &[String], pools_yaml: &str) -> Vec<(&'static str, String)> {
+    let users: String = extensions
+        .iter()
+        .map(|e| {
+            format!(
+                "    - extension: \"{e}\"\n      passwordSecretRef: {{ name: bench-passwords, key: u{e} }}\n      maxCalls: 8\n"
+            )
+        })
+        .collect();
+    let tenant = format!(
+        "# Generated by cli/benches/sip_load.rs.\n\
+         apiVersion: centrex.dev/v1alpha1\nkind: Tenant\nmetadata:\n  name: bench\n  namespace: default\n\
+         spec:\n  domain: {DOMAIN}\n  users:\n{users}\
+         \x20 limits:\n    concurrentCalls: 100000\n    callsPerSecond: 10000\n\
+         \x20 signallingPoolRef: default\n  mediaPoolRef: default\n"
+    );
+    let passwords: String = extensions
+        .iter()
+        .map(|e| format!("  u{e}: {}\n", password(e)))
+        .collect();
+    let secret = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: bench-passwords\n  namespace: default\n\
+         type: Opaque\nstringData:\n{passwords}"
+    );
+    vec![
+        ("tenant-bench.yaml", tenant),
+        ("secrets.yaml", secret),
+        ("pools.yaml", pools_yaml.to_string()),
+    ]
+}
+
+/// A sipp injection file registering `extensions` in turn: the user, then the authentication
+/// keyword with their credentials (sipp 3.6 cannot nest `[field…]` inside `[authentication …]`,
+/// but expands a keyword given as a whole field).
+pub fn users_csv(extensions: &[String]) -> String {
+    let lines: String = extensions
+        .iter()
+        .map(|e| {
+            format!(
+                "{e};[authentication username={e} password={}]\n",
+                password(e)
+            )
+        })
+        .collect();
+    format!("SEQUENTIAL\n{lines}")
+}
+
+/// What the platform's log complains about: WARN and ERROR lines and panics, counted by message
+/// (fields, times and colours left out), most frequent first.
+pub fn warning_kinds(log: &str) -> Vec<(String, usize)> {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for line in log.lines().map(strip_ansi) {
+        let kind = if line.contains("panicked at") {
+            Some(line.trim().chars().take(160).collect())
+        } else if line.trim_start().starts_with('{') {
+            json_warning(&line)
+        } else {
+            ["WARN", "ERROR"].iter().find_map(|level| {
+                let at = line.find(&format!(" {level} "))?;
+                let rest = line[at + level.len() + 2..].trim_start();
+                Some(format!("{level} {}", without_fields(rest)))
+            })
+        };
+        if let Some(kind) = kind {
+            *counts.entry(kind).or_default() += 1;
+        }
+    }
+    let mut kinds: Vec<(String, usize)> = counts.into_iter().collect();
+    kinds.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    kinds
+}
+
+/// The kind of a JSON log line (the media node logs JSON) if it is a warning or an error.
+fn json_warning(line: &str) -> Option<String> {
+    let record: serde_json::Value = serde_json::from_str(line).ok()?;
+    let level = record["level"].as_str()?;
+    if level != "WARN" && level != "ERROR" {
+        return None;
+    }
+    let target = record["target"].as_str().unwrap_or_default();
+    let message = record["fields"]["message"].as_str().unwrap_or_default();
+    Some(format!("{level} {target}: {message}"))
+}
+
+/// A log message up to its first `key=value` field.
+fn without_fields(message: &str) -> String {
+    let words: Vec<&str> = message
+        .split(' ')
+        .take_while(|w| {
+            !w.split_once('=').is_some_and(|(k, _)| {
+                !k.is_empty()
+                    && k.chars()
+                        .all(|c| c.is_alphanumeric() || c == '_' || c == '.')
+            })
+        })
+        .collect();
+    words.join(" ").chars().take(140).collect()
+}
+
+/// `text` without ANSI colour sequences.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+pub mod checks {
+    //! Specifications of the pure helpers, run by `cargo test --benches`.
+    use super::*;
+
+    /// Every check, by name.
+    pub const ALL: &[(&str, fn())] = crate::named![
+        status_fields_are_read_in_kib,
+        socket_drops_are_read_for_the_loopback_port,
+        metrics_are_summed_over_their_labels,
+        generated_manifests_give_every_user_a_secret_key_of_eight_characters_or_more,
+        the_injection_file_carries_each_users_authentication,
+        log_warnings_are_counted_without_fields_or_colours,
+    ];
+
+    fn status_fields_are_read_in_kib() {
+        let status = "Name:\tcentrex\nVmHWM:\t  204800 kB\nVmRSS:\t  102400 kB\n";
+        assert_eq!(status_field_kib(status, "VmRSS:"), Some(102400.0));
+        assert_eq!(status_field_kib(status, "VmHWM:"), Some(204800.0));
+        assert_eq!(status_field_kib(status, "VmSwap:"), None);
+    }
+
+    fn socket_drops_are_read_for_the_loopback_port() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
+                     \x20 1: 0100007F:13C4 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1 2 0000000000000000 17\n\
+                     \x20 2: 0200007F:13C4 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 2 2 0000000000000000 99\n";
+        assert_eq!(socket_drops(table, 5060), Some(17));
+        assert_eq!(socket_drops(table, 5061), None);
+    }
+
+    fn metrics_are_summed_over_their_labels() {
+        let page = "# HELP centrex_media_sessions Relay sessions now\n\
+                    centrex_media_sessions 12\n\
+                    centrex_sip_requests_total{method=\"INVITE\"} 3\n\
+                    centrex_sip_requests_total{method=\"BYE\"} 2\n";
+        assert_eq!(metric(page, "centrex_media_sessions"), Some(12.0));
+        assert_eq!(metric(page, "centrex_sip_requests_total"), Some(5.0));
+        assert_eq!(metric(page, "centrex_sip_requests"), None);
+    }
+
+    fn generated_manifests_give_every_user_a_secret_key_of_eight_characters_or_more() {
+        let extensions = ["1000".to_string(), "1001".to_string()];
+        let files = manifests(&extensions, "pools");
+        let tenant = &files[0].1;
+        let secret = &files[1].1;
+        for e in &extensions {
+            assert!(tenant.contains(&format!("extension: \"{e}\"")));
+            assert!(tenant.contains(&format!("key: u{e}")));
+            assert!(secret.contains(&format!("u{e}: {}", password(e))));
+            assert!(password(e).len() >= 8);
+        }
+        assert!(tenant.contains("concurrentCalls: 100000"));
+        assert!(tenant.contains("callsPerSecond: 10000"));
+    }
+
+    fn the_injection_file_carries_each_users_authentication() {
+        let csv = users_csv(&["1000".to_string()]);
+        assert_eq!(
+            csv,
+            "SEQUENTIAL\n1000;[authentication username=1000 password=bench-1000-secret]\n"
+        );
+    }
+
+    fn log_warnings_are_counted_without_fields_or_colours() {
+        let log = "2026-11-26T08:00:00.000001Z \u{1b}[33m WARN\u{1b}[0m centrex_signalling::media: media node refused a session; trying another node=127.0.0.2:9 status=x\n\
+                   2026-11-26T08:00:00.000002Z  WARN centrex_signalling::media: media node refused a session; trying another node=127.0.0.3:9 status=y\n\
+                   2026-11-26T08:00:00.000003Z  INFO centrex: local mode\n\
+                   {\"level\":\"ERROR\",\"target\":\"centrex_media_node::run\",\"fields\":{\"message\":\"bind failed\",\"port\":1}}\n\
+                   {\"level\":\"INFO\",\"target\":\"centrex_media_node::run\",\"fields\":{\"message\":\"up\"}}\n\
+                   thread 'tokio-runtime-worker' panicked at signalling/src/x.rs:1:1:\n";
+        let kinds = warning_kinds(log);
+        assert_eq!(
+            kinds[0],
+            (
+                "WARN centrex_signalling::media: media node refused a session; trying another"
+                    .to_string(),
+                2
+            )
+        );
+        assert!(
+            kinds
+                .iter()
+                .any(|(k, n)| k == "ERROR centrex_media_node::run: bind failed" && *n == 1)
+        );
+        assert!(kinds.iter().any(|(k, _)| k.contains("panicked at")));
+        assert_eq!(kinds.len(), 3);
+    }
+}
