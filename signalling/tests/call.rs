@@ -141,14 +141,7 @@ async fn final_answer(platform: &Platform, target: &str) -> String {
             break text;
         }
     };
-    let nonce = challenge
-        .split("nonce=\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_string();
+    let nonce = peers::nonce_of(&challenge);
     socket
         .send_to(
             invite("100", "secret-100", target, Some(&nonce), 2).as_bytes(),

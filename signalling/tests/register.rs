@@ -122,14 +122,8 @@ async fn register_raw(
         )
     };
     let challenge = exchange(platform, socket, request(2 * cseq, "")).await;
-    let nonce = challenge
-        .split("nonce=\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap();
-    let auth = peers::authorization("100", "secret-100", "REGISTER", &uri, nonce, 1);
+    let nonce = peers::nonce_of(&challenge);
+    let auth = peers::authorization("100", "secret-100", "REGISTER", &uri, &nonce, 1);
     exchange(platform, socket, request(2 * cseq + 1, &auth)).await
 }
 

@@ -71,16 +71,10 @@ impl AnsweredCall {
             .await
             .unwrap();
         let (challenge, _) = expect(&caller, "SIP/2.0 401").await;
-        let nonce = challenge
-            .split("nonce=\"")
-            .nth(1)
-            .unwrap()
-            .split('"')
-            .next()
-            .unwrap();
+        let nonce = peers::nonce_of(&challenge);
         caller
             .send_to(
-                invite("100", "secret-100", "101", Some(nonce), 2).as_bytes(),
+                invite("100", "secret-100", "101", Some(&nonce), 2).as_bytes(),
                 sip,
             )
             .await

@@ -89,14 +89,7 @@ async fn a_password_guessing_source_is_throttled_and_others_are_not() {
     let challenge = exchange(&attacker, platform.sip, register(1, None).as_bytes())
         .await
         .expect("a challenge");
-    let nonce = challenge
-        .split("nonce=\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_string();
+    let nonce = peers::nonce_of(&challenge);
 
     let mut answered = Vec::new();
     for attempt in 2..15u32 {

@@ -167,15 +167,9 @@ async fn a_call_over_tcp_reaches_the_callee_on_the_connection_it_registered_over
         .unwrap();
     let challenge = next_message(&mut callee, &mut buffer).await;
     assert!(challenge.starts_with("SIP/2.0 401"), "{challenge}");
-    let nonce = challenge
-        .split("nonce=\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap();
+    let nonce = peers::nonce_of(&challenge);
     callee
-        .write_all(register_over(&callee, Some(nonce), 2).as_bytes())
+        .write_all(register_over(&callee, Some(&nonce), 2).as_bytes())
         .await
         .unwrap();
     let registered = next_message(&mut callee, &mut buffer).await;

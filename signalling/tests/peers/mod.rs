@@ -414,3 +414,13 @@ pub fn authorization(
          response=\"{response}\", algorithm=MD5, qop=auth, nc={nc}, cnonce=\"c\"\r\n"
     )
 }
+
+/// The nonce of the (first) challenge in a 401 or 407.
+pub fn nonce_of(challenge: &str) -> String {
+    challenge
+        .split("nonce=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no nonce in {challenge}"))
+        .to_string()
+}
