@@ -346,9 +346,10 @@ fn error_kind(message: &str) -> String {
     let received = message
         .find("received '")
         .map(|at| first_line_kind(&message[at + "received '".len()..]));
-    let expecting = message.find("while expecting '").and_then(|at| {
-        let rest = &message[at + "while expecting '".len()..];
-        Some(rest[..rest.find('\'')?].to_string())
+    // `… while expecting '200' (index 3), received …` or `… while pausing (index 9), …`
+    let doing = message.find(": while ").and_then(|at| {
+        let rest = &message[at + ": while ".len()..];
+        Some(rest[..rest.find(" (index")?].replace('\'', ""))
     });
     if message.contains("receive timeout") {
         // `… receive timeout on message <scenario name>:<index> without label …`
@@ -367,8 +368,8 @@ fn error_kind(message: &str) -> String {
         );
     }
     if message.starts_with("Aborting call on unexpected message") {
-        return match (received, expecting) {
-            (Some(got), Some(want)) => format!("unexpected {got} while expecting {want}"),
+        return match (received, doing) {
+            (Some(got), Some(doing)) => format!("unexpected {got} while {doing}"),
             (Some(got), None) => format!("unexpected {got}"),
             _ => "unexpected message".into(),
         };
@@ -490,7 +491,8 @@ pub mod checks {
             2026-11-26\t08:43:35.694100\t1795682615.694100: Dead call 122-7732@127.0.0.1 (aborted at index 6), received 'SIP/2.0 200 OK\r\nVia: x\r\n\r\n'\
             2026-11-26\t08:43:36.870909\t1795682616.870909: Aborting call on unexpected message for Call-Id '1-5@127.0.0.1': while expecting '200' (index 3), received 'SIP/2.0 503 Service Unavailable\r\nVia: x\r\n'\n\
             2026-11-26\t08:43:36.970909\t1795682616.970909: Aborting call on unexpected message for Call-Id '2-5@127.0.0.1': while expecting '200' (index 3), received 'SIP/2.0 503 Service Unavailable\r\nVia: y\r\n'\n\
-            2026-11-26\t08:43:37.000000\t1795682617.000000: Aborting call on an unexpected BYE for call: 12385-29829@127.0.0.1\n";
+            2026-11-26\t08:43:37.000000\t1795682617.000000: Aborting call on an unexpected BYE for call: 12385-29829@127.0.0.1\n\
+            2026-11-26\t08:45:54.442740\t1795686354.442740: Aborting call on unexpected message for Call-Id '791-8510@127.0.0.1': while pausing (index 9), received 'SIP/2.0 180 Ringing\r\n\r\n'";
         assert_eq!(
             error_kinds(log),
             [
@@ -501,6 +503,7 @@ pub mod checks {
                 ("200 OK after the call was aborted".to_string(), 1),
                 ("Aborting call on an unexpected BYE for call".to_string(), 1),
                 ("no answer in time (waiting at message 6)".to_string(), 1),
+                ("unexpected 180 Ringing while pausing".to_string(), 1),
             ]
         );
     }
