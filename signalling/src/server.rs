@@ -28,6 +28,8 @@ const TRANSACTIONS: usize = 200_000;
 /// Requests handled at once per transport; datagrams beyond are dropped (the sender retransmits),
 /// so a flood cannot grow memory without bound.
 const IN_FLIGHT: usize = 10_000;
+/// Receive buffer asked for the SIP UDP socket.
+const RECEIVE_BUFFER: usize = 8 * 1024 * 1024;
 /// How long a closing connection gets to flush what is queued for it.
 const FLUSH: Duration = Duration::from_secs(1);
 /// Methods this server answers (advertised in `Allow`).
@@ -276,6 +278,11 @@ impl Server {
         socket: UdpSocket,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
+        // The default receive buffer (about 200 KB) overflows in bursts of a few thousand
+        // requests a second; the kernel caps what is asked at net.core.rmem_max.
+        if let Err(error) = socket2::SockRef::from(&socket).set_recv_buffer_size(RECEIVE_BUFFER) {
+            tracing::warn!(%error, "cannot enlarge the SIP socket's receive buffer");
+        }
         let socket = Arc::new(socket);
         if let Ok(local) = socket.local_addr() {
             self.out.attach_udp(socket.clone(), self.advertised(local));

@@ -215,3 +215,21 @@ async fn our_ok_to_a_re_invite_is_retransmitted_until_acknowledged() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provisional_answer_arriving_after_the_final_one_is_not_relayed() {
+    let platform = Platform::start().await;
+    let call = AnsweredCall::start(&platform).await;
+    // The callee's 180 overtaken by its 200 (or handled after it): the caller must not see it.
+    let late = respond(&call.callee_invite, "180 Ringing", "callee", "");
+    call.callee
+        .send_to(late.as_bytes(), call.sip)
+        .await
+        .unwrap();
+    silence(
+        &call.caller,
+        Duration::from_secs(1),
+        "nothing may follow the final answer",
+    )
+    .await;
+}

@@ -408,6 +408,11 @@ impl Call {
         let Ok(bytes) = builder.build() else { return };
         {
             let mut state = self.state.lock().expect("call lock");
+            // Responses are handled concurrently: a 180 can get here after the 200 sent just
+            // behind it. Nothing follows a final answer (RFC 3261 §13.2.2), so it is dropped.
+            if state.phase == Phase::Answered || state.phase == Phase::Ended {
+                return;
+            }
             state.last_to_caller = Some(bytes.clone());
             match status {
                 101..=199 => state.phase = Phase::Early,
