@@ -54,6 +54,8 @@ use report::Row;
 use search::{Search, Step};
 use sipp::{Scenario, Sipp, Totals};
 
+/// How long a sipp gets to bind its SIP port.
+const SIPP_START: Duration = Duration::from_secs(5);
 /// Targets of issue #4.
 const TARGET_CALLS: u32 = 4_000;
 const TARGET_REGISTERS: u32 = 20_000;
@@ -453,8 +455,7 @@ impl<'a> Rig<'a> {
                 extra: Vec::new(),
             };
             let mut peer = spawn_sipp(self.dir, &sipp)?;
-            std::thread::sleep(Duration::from_millis(300));
-            if peer.exited().is_none() {
+            if peer.wait_bound(port, SIPP_START).is_ok() {
                 self.peer = Some(peer);
                 self.peer_labels.push(label);
                 return Ok(());
@@ -622,10 +623,9 @@ fn start_callee(
         extra: Vec::new(),
     };
     let mut process = spawn_sipp(dir, &callee)?;
-    std::thread::sleep(Duration::from_millis(300));
-    if let Some(status) = process.exited() {
+    if let Err(why) = process.wait_bound(port, SIPP_START) {
         bail!(
-            "the callee's sipp exited at once ({status}); see {label}.out in {}",
+            "the callee's sipp did not start ({why}); see {label}.out in {}",
             dir.display()
         );
     }

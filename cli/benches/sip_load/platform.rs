@@ -48,6 +48,24 @@ impl Process {
         self.child.try_wait().ok().flatten()
     }
 
+    /// Waits at most `limit` for it to serve UDP on 127.0.0.1:`port`: `Ok(())` once the socket
+    /// is bound, `Err` with why when it exits first or the time runs out.
+    pub fn wait_bound(&mut self, port: u16, limit: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if udp_drops(port).is_some() {
+                return Ok(());
+            }
+            if let Some(status) = self.exited() {
+                anyhow::bail!("exited at once ({status})");
+            }
+            if Instant::now() >= deadline {
+                anyhow::bail!("127.0.0.1:{port} not bound within {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Waits at most `limit` for it to end; kills it past that (`None`).
     pub fn wait_for(&mut self, limit: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + limit;
