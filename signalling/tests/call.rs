@@ -66,28 +66,8 @@ async fn call_100_to_101(sip: SocketAddr) -> (Output, Output) {
     });
     // No wait for the callee to bind: until it answers, the B2BUA retransmits its INVITE (Timer A).
     let path = dir.path().to_path_buf();
-    let caller = tokio::task::spawn_blocking(move || {
-        let media_port = free_media_port().to_string();
-        let args = [
-            "-sf",
-            "uac_call.xml",
-            "-s",
-            "101",
-            "-au",
-            "100",
-            "-ap",
-            "secret-100",
-            "-set",
-            "domain",
-            DOMAIN,
-            "-set",
-            "user",
-            "100",
-        ];
-        let mut args = args.to_vec();
-        args.extend(["-mi", "127.0.0.1", "-mp", &media_port]);
-        sipp_at(sip, free_udp_port(), &path, &args)
-    });
+    let caller =
+        tokio::task::spawn_blocking(move || peers::call_as_100(sip, &path, "uac_call.xml", &[]));
     (caller.await.unwrap(), callee.await.unwrap())
 }
 
@@ -250,33 +230,8 @@ async fn every_registered_phone_rings_and_the_others_are_cancelled_when_one_answ
         )
     });
     let path = dir.path().to_path_buf();
-    let caller = tokio::task::spawn_blocking(move || {
-        let media_port = free_media_port().to_string();
-        let mut args = [
-            "-sf",
-            "uac_call.xml",
-            "-s",
-            "101",
-            "-au",
-            "100",
-            "-ap",
-            "secret-100",
-            "-set",
-            "domain",
-            DOMAIN,
-        ]
-        .to_vec();
-        args.extend([
-            "-set",
-            "user",
-            "100",
-            "-mi",
-            "127.0.0.1",
-            "-mp",
-            &media_port,
-        ]);
-        sipp_at(sip, free_udp_port(), &path, &args)
-    });
+    let caller =
+        tokio::task::spawn_blocking(move || peers::call_as_100(sip, &path, "uac_call.xml", &[]));
     assert!(
         caller.await.unwrap().status.success(),
         "the caller's call did not complete"
@@ -336,31 +291,7 @@ async fn a_re_invite_putting_the_call_on_hold_passes_through_with_its_sdp() {
     });
     let path = dir.path().to_path_buf();
     let caller = tokio::task::spawn_blocking(move || {
-        let media_port = free_media_port().to_string();
-        let mut args = [
-            "-sf",
-            "uac_reinvite.xml",
-            "-s",
-            "101",
-            "-au",
-            "100",
-            "-ap",
-            "secret-100",
-            "-set",
-            "domain",
-            DOMAIN,
-        ]
-        .to_vec();
-        args.extend([
-            "-set",
-            "user",
-            "100",
-            "-mi",
-            "127.0.0.1",
-            "-mp",
-            &media_port,
-        ]);
-        sipp_at(sip, free_udp_port(), &path, &args)
+        peers::call_as_100(sip, &path, "uac_reinvite.xml", &[])
     });
     // Both sides check the hold attributes (a=sendonly reaches the callee, a=recvonly comes back).
     assert!(

@@ -185,34 +185,7 @@ async fn a_call_over_tcp_reaches_the_callee_on_the_connection_it_registered_over
     std::fs::write(dir.path().join("audio.raw"), [0xffu8; 8000]).unwrap();
     let (tcp, path) = (platform.tcp, dir.path().to_path_buf());
     let caller = tokio::task::spawn_blocking(move || {
-        let media_port = peers::free_media_port().to_string();
-        peers::sipp_at(
-            tcp,
-            peers::free_udp_port(),
-            &path,
-            &[
-                "-sf",
-                "uac_call.xml",
-                "-t",
-                "t1",
-                "-s",
-                "101",
-                "-au",
-                "100",
-                "-ap",
-                "secret-100",
-                "-set",
-                "domain",
-                DOMAIN,
-                "-set",
-                "user",
-                "100",
-                "-mi",
-                "127.0.0.1",
-                "-mp",
-                &media_port,
-            ],
-        )
+        peers::call_as_100(tcp, &path, "uac_call.xml", &["-t", "t1"])
     });
 
     // The INVITE arrives on 101's own connection, with a TCP Via and Contact.

@@ -424,3 +424,31 @@ pub fn nonce_of(challenge: &str) -> String {
         .unwrap_or_else(|| panic!("no nonce in {challenge}"))
         .to_string()
 }
+
+/// sipp as user 100 (password `secret-100`) calling 101 with `scenario` (a file in `dir`) from
+/// a free port, its media on 127.0.0.1; `extra` adds options (`-t t1` for TCP). Blocking.
+pub fn call_as_100(target: SocketAddr, dir: &Path, scenario: &str, extra: &[&str]) -> Output {
+    let media_port = free_media_port().to_string();
+    let mut args = vec![
+        "-sf",
+        scenario,
+        "-s",
+        "101",
+        "-au",
+        "100",
+        "-ap",
+        "secret-100",
+        "-set",
+        "domain",
+        DOMAIN,
+        "-set",
+        "user",
+        "100",
+        "-mi",
+        "127.0.0.1",
+        "-mp",
+        &media_port,
+    ];
+    args.extend_from_slice(extra);
+    sipp_at(target, free_udp_port(), dir, &args)
+}
