@@ -6,7 +6,10 @@
 //! /centrex/v1/media-nodes/<namespace>/<pool>/<node>   media-node registration, under the node's lease
 //! /centrex/v1/registrations/<domain>/<user>/<id>  SIP binding, under a lease with TTL = Expires
 //! /centrex/v1/dialogs/<call-id>                   dialog state for failover
-//! /centrex/v1/calls/<domain>/<user>/<call-id>     one key per active call, lease-bound, so counts never leak
+//! /centrex/v1/calls/<domain>/tenant/<slot>        a tenant's concurrent calls, one slot each, lease-bound
+//! /centrex/v1/calls/<domain>/users/<user>/<slot>  a user's concurrent calls, likewise
+//! /centrex/v1/trunk-calls/<namespace>/<name>/<slot>   a trunk's channels in use, likewise
+//! /centrex/v1/rates/<what>                        calls-per-second window of a tenant or trunk
 //! /centrex/v1/elections/<name>                    leader elections (e.g. trunk registration ownership)
 //! ```
 //!
@@ -65,9 +68,34 @@ pub fn dialog(call_id: &str) -> String {
     format!("{ROOT}dialogs/{call_id}")
 }
 
-/// Prefix of one user's active calls (their count is the user's concurrent calls).
+/// Prefix of every call slot of every tenant (`…/calls/<domain>/…`).
+pub fn all_calls() -> String {
+    format!("{ROOT}calls/")
+}
+
+/// Prefix of a tenant's concurrent-call slots (their count is the tenant's active calls).
+pub fn tenant_calls(domain: &str) -> String {
+    format!("{ROOT}calls/{domain}/tenant/")
+}
+
+/// Prefix of one user's concurrent-call slots.
 pub fn user_calls(domain: &str, user: &str) -> String {
-    format!("{ROOT}calls/{domain}/{user}/")
+    format!("{ROOT}calls/{domain}/users/{user}/")
+}
+
+/// Prefix of one trunk's channel slots.
+pub fn trunk_calls(namespace: &str, name: &str) -> String {
+    format!("{ROOT}trunk-calls/{namespace}/{name}/")
+}
+
+/// Calls-per-second window of a tenant.
+pub fn tenant_rate(domain: &str) -> String {
+    format!("{ROOT}rates/tenants/{domain}")
+}
+
+/// Calls-per-second window of a trunk.
+pub fn trunk_rate(namespace: &str, name: &str) -> String {
+    format!("{ROOT}rates/trunks/{namespace}/{name}")
 }
 
 /// Key of one election.
@@ -88,6 +116,10 @@ mod tests {
             registration("acme.example", "100", "b1"),
             dialog("abc"),
             user_calls("acme.example", "100"),
+            tenant_calls("acme.example"),
+            trunk_calls("ns", "carrier"),
+            tenant_rate("acme.example"),
+            trunk_rate("ns", "carrier"),
             election("trunk/carrier"),
         ] {
             assert!(key.starts_with(ROOT), "{key}");
@@ -100,5 +132,9 @@ mod tests {
         assert!(trunk("ns", "c").starts_with(&trunks()));
         assert!(media_node("ns", "p", "n").starts_with(&media_nodes("ns", "p")));
         assert!(registration("d", "u", "b").starts_with(&registrations("d", "u")));
+        assert!(tenant_calls("d").starts_with(&all_calls()));
+        assert!(user_calls("d", "u").starts_with(&all_calls()));
+        // A user named "tenant" must not fall under the tenant's own slots.
+        assert!(!user_calls("d", "tenant").starts_with(&tenant_calls("d")));
     }
 }

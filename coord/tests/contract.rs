@@ -57,6 +57,8 @@ contract!(
     watch_from_past_revision_replays,
     watch_resumes_without_gap_or_duplicate,
     watch_sees_lease_expiry_and_revocation,
+    racing_callers_never_exceed_a_slot_limit,
+    racing_callers_never_exceed_a_rate_window,
 );
 
 async fn get_put_delete(store: Arc<dyn Store>) {
@@ -616,4 +618,41 @@ impl<S: Store + ?Sized> DeleteAt for S {
         assert!(self.delete(key).await.unwrap(), "{key} existed");
         self.list(key).await.unwrap().1
     }
+}
+
+/// Many calls racing for 5 slots, half through a second client of the same store (two
+/// signalling instances): exactly 5 win.
+async fn racing_callers_never_exceed_a_slot_limit(store: Arc<dyn Store>) {
+    use centrex_coord::calls;
+    let lease = store.grant_lease(Duration::from_secs(30)).await.unwrap();
+    let attempts = (0..20).map(|call| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            calls::acquire(&*store, "/race/", 5, &format!("call-{call}"), lease).await
+        })
+    });
+    let won = futures::future::join_all(attempts)
+        .await
+        .into_iter()
+        .filter(|r| r.as_ref().unwrap().as_ref().unwrap().is_some())
+        .count();
+    assert_eq!(won, 5);
+    assert_eq!(calls::held(&*store, "/race/").await.unwrap(), 5);
+}
+
+/// Twenty calls racing for a window of 7 per second: at most 7 are admitted in that second.
+async fn racing_callers_never_exceed_a_rate_window(store: Arc<dyn Store>) {
+    use centrex_coord::calls;
+    let lease = store.grant_lease(Duration::from_secs(30)).await.unwrap();
+    let attempts = (0..20).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move { calls::admit_rate(&*store, "/rate", 7, 42, lease).await })
+    });
+    let admitted = futures::future::join_all(attempts)
+        .await
+        .into_iter()
+        .filter(|r| *r.as_ref().unwrap().as_ref().unwrap())
+        .count();
+    assert!(admitted <= 7, "{admitted} admitted");
+    assert!(admitted >= 1);
 }
