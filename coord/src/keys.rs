@@ -9,6 +9,7 @@
 //! /centrex/v1/calls/<domain>/tenant/<slot>        a tenant's concurrent calls, one slot each, lease-bound
 //! /centrex/v1/calls/<domain>/users/<user>/<slot>  a user's concurrent calls, likewise
 //! /centrex/v1/trunk-calls/<namespace>/<name>/<slot>   a trunk's channels in use, likewise
+//! /centrex/v1/trunk-registrations/<namespace>/<name>  TrunkRegistrationState, under its owner's lease
 //! /centrex/v1/rates/<what>                        calls-per-second window of a tenant or trunk
 //! /centrex/v1/elections/<name>                    leader elections (e.g. trunk registration ownership)
 //! ```
@@ -88,6 +89,16 @@ pub fn trunk_calls(namespace: &str, name: &str) -> String {
     format!("{ROOT}trunk-calls/{namespace}/{name}/")
 }
 
+/// Prefix of every trunk's registration state.
+pub fn trunk_registrations() -> String {
+    format!("{ROOT}trunk-registrations/")
+}
+
+/// Registration state of one trunk with its carrier.
+pub fn trunk_registration(namespace: &str, name: &str) -> String {
+    format!("{ROOT}trunk-registrations/{namespace}/{name}")
+}
+
 /// Calls-per-second window of a tenant.
 pub fn tenant_rate(domain: &str) -> String {
     format!("{ROOT}rates/tenants/{domain}")
@@ -119,6 +130,7 @@ mod tests {
             tenant_calls("acme.example"),
             trunk_calls("ns", "carrier"),
             tenant_rate("acme.example"),
+            trunk_registration("ns", "carrier"),
             trunk_rate("ns", "carrier"),
             election("trunk/carrier"),
         ] {

@@ -14,5 +14,6 @@ pub mod snapshot;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod trunk;
 
 pub use store::{KeyValue, LeaseId, Revision, Store, StoreError, WatchEvent, WatchStream};

@@ -195,7 +195,7 @@ pub fn challenges<'a>(
 }
 
 /// `name=value` pairs of an auth-param list; values may be quoted strings with escapes.
-fn auth_params(input: &str) -> Option<Vec<(String, String)>> {
+pub(crate) fn auth_params(input: &str) -> Option<Vec<(String, String)>> {
     let mut params = Vec::new();
     let mut rest = input.trim();
     while !rest.is_empty() {

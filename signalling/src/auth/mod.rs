@@ -3,6 +3,7 @@
 //! in), so every rule is unit-tested.
 
 pub mod authenticator;
+pub mod client;
 pub mod digest;
 pub mod nonce;
 pub mod throttle;
