@@ -7,6 +7,7 @@ pub mod http;
 pub mod media;
 pub mod metrics;
 pub mod registrar;
+pub mod routing;
 pub mod sdp;
 pub mod server;
 pub mod sip;
