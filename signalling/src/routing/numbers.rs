@@ -1,7 +1,7 @@
 //! Dialled numbers: normalisation to E.164 with a trunk's number plan, destination classes
 //! (emergency, national, mobile, international, premium rate) and the outbound policy decision.
 //!
-//! The destination classes come from a deliberately small built-in table ([`COUNTRIES`]): the
+//! The destination classes come from a deliberately small built-in table (`COUNTRIES`): the
 //! mobile and premium-rate ranges of a few countries, enough to enforce a tenant's
 //! `allowedDestinations`, not a numbering database. A number of a country not in the table is
 //! `national` (own country) or `international` (any other).
