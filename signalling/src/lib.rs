@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod b2bua;
+pub mod cdr;
 pub mod directory;
 pub mod http;
 pub mod media;
