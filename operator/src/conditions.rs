@@ -13,6 +13,8 @@ pub enum ConditionType {
     Ready,
     /// A rollout is under way.
     Progressing,
+    /// The trunk is registered with its carrier (only for a Trunk with `spec.registration`).
+    Registered,
 }
 
 impl ConditionType {
@@ -22,6 +24,7 @@ impl ConditionType {
             ConditionType::Valid => "Valid",
             ConditionType::Ready => "Ready",
             ConditionType::Progressing => "Progressing",
+            ConditionType::Registered => "Registered",
         }
     }
 }

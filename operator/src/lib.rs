@@ -20,5 +20,6 @@ pub mod run;
 pub mod schema_check;
 pub mod snapshot_status;
 pub mod tenant;
+pub mod triggers;
 pub mod trunk;
 pub mod validation;

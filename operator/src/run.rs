@@ -18,29 +18,16 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Controller;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
-use kube::{Client, Resource, ResourceExt};
+use kube::{Client, ResourceExt};
 use tokio::sync::watch;
 
 use crate::context::Context;
 use crate::crd::{MediaPool, SignallingPool, Tenant, Trunk};
 use crate::pool::controller as pools;
 use crate::tenant::controller::{self as tenants, TenantContext};
+use crate::triggers::{changes_of, spec_or_lifecycle};
 use crate::trunk::controller as trunks;
-
-/// What makes a custom resource worth reconciling again: a spec change, a deletion, or a
-/// finalizer change — never a status write.
-fn spec_or_lifecycle<K: Resource>(object: &K) -> Option<u64> {
-    use std::hash::{Hash, Hasher};
-    let meta = object.meta();
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    (
-        meta.generation,
-        meta.deletion_timestamp.is_some(),
-        &meta.finalizers,
-    )
-        .hash(&mut hasher);
-    Some(hasher.finish())
-}
+use crate::trunk::registration;
 
 /// Runs every controller until `shutdown` resolves.
 pub async fn controllers(
@@ -84,9 +71,12 @@ pub async fn controllers(
                 })
             },
         )
-        .watches(
-            Api::<Trunk>::all(client.clone()),
-            config.clone(),
+        // Tenants read a Trunk's spec, never its status (registration state is written there).
+        .watches_stream(
+            changes_of(
+                watcher(Api::<Trunk>::all(client.clone()), config.clone()).default_backoff(),
+                spec_or_lifecycle,
+            ),
             move |trunk| {
                 tenants::tenants_using(&trunks_store, trunk.namespace(), |t| {
                     tenants::uses_trunk(t, &trunk.name_any())
@@ -111,9 +101,12 @@ pub async fn controllers(
                 })
             },
         )
-        .watches(
-            Api::<Tenant>::all(client.clone()),
-            config.clone(),
+        // A rival's claim is its spec and lifecycle; its live figures change every census.
+        .watches_stream(
+            changes_of(
+                watcher(Api::<Tenant>::all(client.clone()), config.clone()).default_backoff(),
+                spec_or_lifecycle,
+            ),
             move |t| tenants::rivals_of(&rivals_store, &t),
         )
         .graceful_shutdown_on(shutdown.clone())
@@ -128,6 +121,8 @@ pub async fn controllers(
         .touched_objects()
         .predicate_filter(spec_or_lifecycle, Default::default());
     let secret_store = trunk_store.clone();
+    let registrations =
+        registration::run(ctx.clone(), trunk_store.clone(), ctx.config.census_period);
     let trunk_controller = Controller::for_stream(trunk_stream, trunk_store)
         .watches_stream(
             watcher(
@@ -196,6 +191,7 @@ pub async fn controllers(
             )
         } => {}
         _ = census => {}
+        _ = registrations => {}
     }
 }
 

@@ -4,6 +4,7 @@
 mod support;
 
 use centrex_coord::snapshot::TenantSnapshot;
+use centrex_coord::trunk::TrunkRegistrationState;
 use centrex_coord::{Store, keys};
 use centrex_operator::conditions::{ConditionType, is_true};
 use centrex_operator::crd::{MediaPool, SignallingPool, Tenant, Trunk};
@@ -512,4 +513,151 @@ async fn registered_phones_are_counted_into_the_tenant_status() {
         (tenant.status?.registered_devices == 2).then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+async fn active_calls_are_counted_into_the_tenant_status() {
+    let h = Harness::start().await;
+    h.apply_examples().await;
+    ready_tenant(&h, "acme").await;
+    // Two calls of acme hold tenant slots (and user slots, the same calls seen per user); one
+    // call of another domain must not count.
+    let slots = [
+        format!("{}0", keys::tenant_calls("acme.example.com")),
+        format!("{}5", keys::tenant_calls("acme.example.com")),
+        format!("{}0", keys::user_calls("acme.example.com", "100")),
+        format!("{}1", keys::user_calls("acme.example.com", "101")),
+        format!("{}0", keys::tenant_calls("globex.example.com")),
+    ];
+    for slot in &slots {
+        h.store.put(slot, b"call-id".to_vec(), None).await.unwrap();
+    }
+    eventually("activeCalls 2", || async {
+        let tenant = h.fake.get::<Tenant>("default", "acme")?;
+        (tenant.status?.active_calls == 2).then_some(())
+    })
+    .await;
+    h.store.delete(&slots[1]).await.unwrap();
+    eventually("activeCalls 1 after one hangs up", || async {
+        let tenant = h.fake.get::<Tenant>("default", "acme")?;
+        (tenant.status?.active_calls == 1).then_some(())
+    })
+    .await;
+}
+
+fn trunk_condition(h: &Harness, type_: ConditionType) -> Option<(String, String, String)> {
+    let trunk = h.fake.get::<Trunk>("default", "carrier")?;
+    trunk
+        .status?
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == type_.as_str())
+        .map(|c| (c.status, c.reason, c.message))
+}
+
+async fn put_registration_state(h: &Harness, state: &TrunkRegistrationState) {
+    h.store
+        .put(
+            &keys::trunk_registration("default", "carrier"),
+            serde_json::to_vec(state).unwrap(),
+            None,
+        )
+        .await
+        .unwrap();
+}
+
+fn registration_state(registered: bool, last_error: Option<&str>) -> TrunkRegistrationState {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    TrunkRegistrationState {
+        owner: "default-signalling-0".into(),
+        registered,
+        last_error: last_error.map(str::to_string),
+        expires_at: registered.then_some(now + 3600),
+        attempted_at: now,
+        generation: 1,
+    }
+}
+
+#[tokio::test]
+async fn a_trunk_nobody_registers_yet_is_pending() {
+    let h = Harness::start().await;
+    h.apply_examples().await;
+    let (status, reason, _) = eventually("Registered condition", || async {
+        trunk_condition(&h, ConditionType::Registered)
+    })
+    .await;
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "Pending"));
+}
+
+#[tokio::test]
+async fn an_accepted_trunk_registration_shows_registered_with_its_owner() {
+    let h = Harness::start().await;
+    h.apply_examples().await;
+    put_registration_state(&h, &registration_state(true, None)).await;
+    let message = eventually("Registered True", || async {
+        let (status, reason, message) = trunk_condition(&h, ConditionType::Registered)?;
+        (status == "True" && reason == "Registered").then_some(message)
+    })
+    .await;
+    assert!(message.contains("default-signalling-0"), "{message}");
+}
+
+#[tokio::test]
+async fn a_failed_trunk_registration_shows_the_carrier_error() {
+    let h = Harness::start().await;
+    h.apply_examples().await;
+    put_registration_state(&h, &registration_state(false, Some("403 Forbidden"))).await;
+    let message = eventually("Registered False with the error", || async {
+        let (status, reason, message) = trunk_condition(&h, ConditionType::Registered)?;
+        (status == "False" && reason == "RegistrationFailed").then_some(message)
+    })
+    .await;
+    assert!(message.contains("403 Forbidden"), "{message}");
+    let trunk = h.fake.get::<Trunk>("default", "carrier").unwrap();
+    assert_eq!(
+        trunk.status.unwrap().last_registration_error.as_deref(),
+        Some("403 Forbidden")
+    );
+}
+
+#[tokio::test]
+async fn registration_status_writes_keep_the_trunk_ready_without_reconciling_it() {
+    let h = Harness::start().await;
+    h.apply_examples().await;
+    eventually("trunk Ready and Registered reported", || async {
+        let ready = trunk_condition(&h, ConditionType::Ready)?;
+        trunk_condition(&h, ConditionType::Registered)?;
+        (ready.0 == "True").then_some(())
+    })
+    .await;
+    ready_tenant(&h, "acme").await;
+    let reconciles = || {
+        let metrics = h.ctx.metrics.render();
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("centrex_operator_reconciles_total{"))
+            .filter(|l| l.contains("\"trunk\"") || l.contains("\"tenant\""))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let before = reconciles();
+    put_registration_state(&h, &registration_state(true, None)).await;
+    eventually("Registered True", || async {
+        (trunk_condition(&h, ConditionType::Registered)?.0 == "True").then_some(())
+    })
+    .await;
+    put_registration_state(&h, &registration_state(false, Some("408 Request Timeout"))).await;
+    eventually("Registered False", || async {
+        (trunk_condition(&h, ConditionType::Registered)?.1 == "RegistrationFailed").then_some(())
+    })
+    .await;
+    assert_eq!(
+        reconciles(),
+        before,
+        "no reconcile for a registration report"
+    );
+    assert_eq!(trunk_condition(&h, ConditionType::Ready).unwrap().0, "True");
 }

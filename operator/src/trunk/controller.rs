@@ -116,11 +116,16 @@ async fn apply(trunk: &Trunk, ctx: &Context) -> Result<Action> {
         ..current.clone()
     };
     if next != current {
-        let patch = json!({ "status": {
-            "observedGeneration": next.observed_generation,
-            "snapshotRevision": next.snapshot_revision,
-            "conditions": next.conditions,
-        }});
+        // Pinned to the version read, as the registration report writes the same conditions
+        // list: a stale copy conflicts (and is retried) instead of dropping `Registered`.
+        let patch = json!({
+            "metadata": { "resourceVersion": trunk.resource_version() },
+            "status": {
+                "observedGeneration": next.observed_generation,
+                "snapshotRevision": next.snapshot_revision,
+                "conditions": next.conditions,
+            },
+        });
         Api::<Trunk>::namespaced(ctx.client.clone(), &namespace)
             .patch_status(
                 &trunk.name_any(),
