@@ -20,7 +20,8 @@ pub struct OperatorConfig {
     pub lease_name: String,
     /// How long a leader holds the Lease without renewing it.
     pub lease_duration: Duration,
-    /// How often registered devices are counted into Tenant status.
+    /// How often the live figures are read from the store into status: registered devices and
+    /// active calls of each Tenant, the `Registered` condition of each Trunk.
     pub census_period: Duration,
 }
 

@@ -322,10 +322,12 @@ pub struct TenantStatus {
     /// Users in the snapshot in service.
     #[serde(default)]
     pub users: i32,
-    /// Phones registered across the tenant's users.
+    /// Phones registered across the tenant's users (SIP bindings in the store), counted every
+    /// census period by the leading operator.
     #[serde(default)]
     pub registered_devices: i32,
-    /// Calls in progress.
+    /// Calls in progress (the tenant's concurrent-call slots held in the store), counted every
+    /// census period by the leading operator.
     #[serde(default)]
     pub active_calls: i32,
     /// Store revision of the snapshot in service.

@@ -175,10 +175,12 @@ pub struct TrunkStatus {
     /// Store revision of the snapshot in service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_revision: Option<i64>,
-    /// Last registration error reported by the instance holding the registration.
+    /// Last registration error reported by the instance holding the registration (absent once
+    /// it registers, or while no instance holds the registration).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_registration_error: Option<String>,
-    /// Standard conditions: Valid, Ready, Registered.
+    /// Standard conditions: Valid, Ready, and Registered when `spec.registration` is set (True:
+    /// Registered; False: Pending, RegistrationFailed, RegistrationExpired).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }
