@@ -14,28 +14,31 @@ pub struct KeptLease {
     store: Arc<dyn Store>,
     ttl: Duration,
     current: Mutex<Option<LeaseId>>,
+    /// The keep-alive task is started with the first grant.
+    keeping: std::sync::Once,
 }
 
 impl KeptLease {
-    /// A lease of `ttl` in `store`, with its keep-alive task running.
-    pub fn start(store: Arc<dyn Store>, ttl: Duration) -> Arc<Self> {
-        let lease = Arc::new(Self {
+    /// A lease of `ttl` in `store`, granted (and then kept alive) on first use.
+    pub fn new(store: Arc<dyn Store>, ttl: Duration) -> Arc<Self> {
+        Arc::new(Self {
             store,
             ttl,
             current: Mutex::new(None),
-        });
-        tokio::spawn(Self::keep_alive(Arc::downgrade(&lease)));
-        lease
+            keeping: std::sync::Once::new(),
+        })
     }
 
     /// The current lease, granted now if there is none.
-    pub async fn get(&self) -> Result<LeaseId, StoreError> {
+    pub async fn get(self: &Arc<Self>) -> Result<LeaseId, StoreError> {
         let mut current = self.current.lock().await;
         if let Some(id) = *current {
             return Ok(id);
         }
         let id = self.store.grant_lease(self.ttl).await?;
         *current = Some(id);
+        self.keeping
+            .call_once(|| drop(tokio::spawn(Self::keep_alive(Arc::downgrade(self)))));
         Ok(id)
     }
 
@@ -73,7 +76,7 @@ mod tests {
     #[tokio::test]
     async fn a_lost_lease_is_granted_anew_on_next_use() {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-        let kept = KeptLease::start(store.clone(), Duration::from_millis(300));
+        let kept = KeptLease::new(store.clone(), Duration::from_millis(300));
         let first = kept.get().await.unwrap();
         assert_eq!(kept.get().await.unwrap(), first, "kept while alive");
         store.revoke_lease(first).await.unwrap();
@@ -91,7 +94,7 @@ mod tests {
     #[tokio::test]
     async fn the_lease_outlives_its_ttl_while_kept() {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-        let kept = KeptLease::start(store.clone(), Duration::from_millis(300));
+        let kept = KeptLease::new(store.clone(), Duration::from_millis(300));
         let id = kept.get().await.unwrap();
         store.put("/k", b"v".to_vec(), Some(id)).await.unwrap();
         tokio::time::sleep(Duration::from_millis(900)).await;

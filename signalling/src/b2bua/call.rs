@@ -1,19 +1,27 @@
 //! One call through the B2BUA: the caller's dialog (leg A, where we are the UAS) and ours with
-//! the callee (leg B, where we are the UAC), tied together with a relay session on a media node.
+//! whoever answers (leg B, where we are the UAC), tied together with a relay session on a media
+//! node. Leg B rings in stages (see [`super::plan`]): each stage INVITEs some phones or a
+//! carrier, each branch in a dialog of its own; when nobody there answers, the plan says what
+//! rings next, and the caller keeps hearing ringing throughout.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use centrex_coord::snapshot::{TenantSnapshot, UserEntry};
+use centrex_coord::snapshot::{TenantSnapshot, TrunkSnapshot, UserEntry};
 
 use super::B2bua;
+use super::limits::{Held, Limits};
+use super::plan::{Branch, Exhausted, Outcome, Plan, Stage};
+use crate::auth::client::ServerChallenge;
+use crate::cdr::{self, CallRecord, CallResult, CallTimes, Direction, RecordSink};
 use crate::media::{Anchor, MediaPool};
+use crate::routing::presentation;
 use crate::sdp;
 use crate::sip::{
-    HeaderName, Method, Request, RequestBuilder, Response, ResponseBuilder, StatusCode, Uri,
+    HeaderName, Method, Request, RequestBuilder, Response, ResponseBuilder, StatusCode,
 };
 use crate::transaction::client::{Action, ClientTransaction, Kind};
 use crate::transaction::timers::TimerValues;
@@ -30,15 +38,73 @@ enum Phase {
     Ended,
 }
 
-/// One branch of the INVITE to the callee: one of their registered phones.
+/// Who is calling.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// A user of the tenant, authenticated.
+    User(Box<UserEntry>),
+    /// A number outside the tenant, delivered by the trunk `trunk`.
+    External { number: String, trunk: String },
+}
+
+/// Who calls, what they dialled, and the call's direction: what the call record says.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub caller: Caller,
+    pub dialled: String,
+    pub direction: Direction,
+}
+
+/// What a call needs from its instance.
+#[derive(Clone)]
+pub struct Services {
+    pub out: Arc<Outbound>,
+    pub pool: MediaPool,
+    pub limits: Arc<Limits>,
+    pub records: Arc<dyn RecordSink>,
+}
+
+/// Why a call could not start: the caller's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub status: StatusCode,
+    pub reason: Option<String>,
+}
+
+impl From<StatusCode> for Refused {
+    fn from(status: StatusCode) -> Self {
+        Self {
+            status,
+            reason: None,
+        }
+    }
+}
+
+/// One branch of leg B: a phone or a carrier, in a dialog of its own.
 struct Fork {
+    /// The stage it was rung in.
+    stage: usize,
     branch: String,
+    call_id: String,
+    /// Our From, with tag.
+    from: String,
+    /// Its To, without tag.
+    to: String,
     uri: String,
     destination: Peer,
+    party: String,
+    trunk: Option<Arc<TrunkSnapshot>>,
+    /// Headers of the caller's identity besides From (P-Asserted-Identity, Privacy).
+    identity: Vec<(HeaderName, String)>,
+    /// CSeq of the INVITE in flight.
+    cseq: u32,
     invite: Bytes,
     tx: ClientTransaction,
+    /// Bumped when the INVITE is sent again with credentials: the old timer task stops.
+    generation: u32,
     /// Final status received (or 408 when Timer B fired).
     final_status: Option<u16>,
+    auth_tried: bool,
 }
 
 /// A re-INVITE or UPDATE being passed from one party to the other.
@@ -73,21 +139,40 @@ struct State {
     /// Our BYEs and CANCELs awaiting a final answer, by branch: retransmitted over UDP (Timer E)
     /// until one comes or Timer F gives up.
     requests: HashMap<String, ClientTransaction>,
+    /// Index of the stage ringing now.
+    stage: usize,
+    stage_ring: Option<Duration>,
+    /// Counters of the parties of the stage ringing now, by party.
+    stage_held: Vec<(String, Held)>,
+    /// Counters held until the call ends (admission, the answering party's).
+    held: Held,
+    hunt_group: Option<String>,
+    forwarded_from: Option<String>,
+    /// The caller's answer when the last stage ends without one from the plan.
+    last_failure: Option<StatusCode>,
+    answered_at: Option<SystemTime>,
+    /// Final answer the caller got, for the call record.
+    final_status: Option<StatusCode>,
+    recorded: bool,
 }
 
 /// A call in progress.
 pub struct Call {
     b2bua: Weak<B2bua>,
-    out: Arc<Outbound>,
-    pool: MediaPool,
+    services: Services,
     anchor: Anchor,
+    tenant: Arc<TenantSnapshot>,
+    origin: Origin,
+    /// Max-Forwards of what we send on leg B.
+    hops: u8,
+    /// The caller's offer with the relay's leg-B address: every branch gets it.
+    offer_to_callee: String,
+    plan: tokio::sync::Mutex<Plan>,
+    started_at: SystemTime,
     a_invite: Request,
     a_source: Peer,
     a_call_id: String,
     a_to_tag: String,
-    b_call_id: String,
-    b_from: String,
-    b_to: String,
     state: Mutex<State>,
 }
 
@@ -99,36 +184,103 @@ pub fn tag() -> String {
 }
 
 impl Call {
-    /// Anchors the media and prepares the INVITE to each of the callee's phones ([`Call::ring`]
-    /// sends them); the caller's answer so far is 100 Trying.
+    /// Anchors the media and prepares the first stage of INVITEs ([`Call::ring`] sends them);
+    /// the caller's answer so far is 100 Trying. `held` (the admission's counters) is the
+    /// call's from now on, and released whatever happens.
     #[allow(clippy::too_many_arguments)]
     pub async fn start(
         b2bua: Arc<B2bua>,
         a_invite: Request,
         a_source: Peer,
-        tenant: &TenantSnapshot,
-        caller: &UserEntry,
-        targets: &[(String, Peer)],
-        pool: MediaPool,
-        out: Arc<Outbound>,
-    ) -> Result<Arc<Self>, StatusCode> {
-        let headers = a_invite.headers();
-        let a_call_id = headers
+        tenant: Arc<TenantSnapshot>,
+        origin: Origin,
+        mut plan: Plan,
+        held: Held,
+        services: Services,
+    ) -> Result<Arc<Self>, Refused> {
+        let limits = services.limits.clone();
+        let prepared = Self::prepare(&a_invite, &tenant, &mut plan, &services).await;
+        let (anchor, stage, hops) = match prepared {
+            Ok(prepared) => prepared,
+            Err(refused) => {
+                limits.release(held).await;
+                return Err(refused);
+            }
+        };
+        let a_call_id = a_invite
+            .headers()
             .call_id()
             .map_err(|_| StatusCode::BAD_REQUEST)?
             .to_string();
+        let offer = std::str::from_utf8(a_invite.body()).unwrap_or_default();
+        let offer_to_callee = sdp::anchor(offer, anchor.b.address, anchor.b.port);
+        let trying = ResponseBuilder::for_request(&a_invite, StatusCode::TRYING)
+            .build()
+            .ok();
+        let call = Arc::new(Self {
+            b2bua: Arc::downgrade(&b2bua),
+            services,
+            anchor,
+            tenant,
+            origin,
+            hops,
+            offer_to_callee,
+            plan: tokio::sync::Mutex::new(plan),
+            started_at: SystemTime::now(),
+            a_source,
+            a_call_id,
+            a_to_tag: tag(),
+            a_invite,
+            state: Mutex::new(State {
+                phase: Phase::Calling,
+                pending: None,
+                forks: Vec::new(),
+                winner: None,
+                last_to_caller: trying,
+                b_to_tag: None,
+                b_target: None,
+                a_acked: false,
+                cseq_to_a: 1,
+                cseq_to_b: 1,
+                requests: HashMap::new(),
+                stage: 0,
+                stage_ring: None,
+                stage_held: Vec::new(),
+                held,
+                hunt_group: None,
+                forwarded_from: None,
+                last_failure: None,
+                answered_at: None,
+                final_status: None,
+                recorded: false,
+            }),
+        });
+        call.add_stage(stage);
+        Ok(call)
+    }
+
+    /// Checks the offer, anchors its media and expands the plan's first stage.
+    async fn prepare(
+        a_invite: &Request,
+        tenant: &TenantSnapshot,
+        plan: &mut Plan,
+        services: &Services,
+    ) -> Result<(Anchor, Stage, u8), Refused> {
+        let headers = a_invite.headers();
+        let a_call_id = headers.call_id().map_err(|_| StatusCode::BAD_REQUEST)?;
         let hops = headers.max_forwards().ok().flatten().unwrap_or(70);
         if hops == 0 {
-            return Err(StatusCode::TOO_MANY_HOPS);
+            return Err(StatusCode::TOO_MANY_HOPS.into());
         }
         let offer =
             std::str::from_utf8(a_invite.body()).map_err(|_| StatusCode::NOT_ACCEPTABLE_HERE)?;
         let caller_media =
             sdp::audio_endpoint(offer).map_err(|_| StatusCode::NOT_ACCEPTABLE_HERE)?;
+        let pool = &services.pool;
         let anchor = pool
             .anchor(
-                &session_id(&a_call_id),
-                &a_call_id,
+                &session_id(a_call_id),
+                a_call_id,
                 &tenant.domain,
                 caller_media.rtcp_mux,
             )
@@ -138,7 +290,7 @@ impl Call {
                 StatusCode::SERVICE_UNAVAILABLE
             })?;
         let caller_rtp = SocketAddr::new(caller_media.address, caller_media.port);
-        if let Err(error) = pool
+        let pointed = pool
             .point(
                 &anchor,
                 "a",
@@ -146,104 +298,174 @@ impl Call {
                 caller_media.rtcp_mux,
                 &caller_media.rtpmaps,
             )
-            .await
-        {
-            tracing::warn!(%error, "cannot point the caller's leg");
-            let _ = pool.release(&anchor).await;
-            return Err(StatusCode::SERVICE_UNAVAILABLE);
-        }
-        let offer_to_callee = sdp::anchor(offer, anchor.b.address, anchor.b.port);
-
-        let callee = headers.to().ok().and_then(|to| match to.uri() {
-            Uri::Sip(uri) => uri.user().map(str::to_string),
-            _ => None,
-        });
-        let display = caller
-            .display_name
-            .as_deref()
-            .map(|n| format!("\"{}\" ", n.replace('"', "")))
-            .unwrap_or_default();
-        let b_from = format!("{display}<sip:{}@{}>", caller.extension, tenant.domain);
-        let b_to = format!("<sip:{}@{}>", callee.unwrap_or_default(), tenant.domain);
-        let (b_call_id, b_from_tag) = (format!("{}@centrex", tag()), tag());
-        let b_from = format!("{b_from};tag={b_from_tag}");
-        // One INVITE per registered phone, same dialog identifiers, a branch each (RFC 3261 §16.6).
-        let mut forks = Vec::with_capacity(targets.len());
-        for (uri, destination) in targets {
-            let branch = format!("z9hG4bK{}", tag());
-            let invite = RequestBuilder::new(Method::Invite, uri.clone())
-                .header(HeaderName::Via, via(&out, *destination, &branch))
-                .header(HeaderName::MaxForwards, (hops - 1).to_string())
-                .header(HeaderName::From, b_from.clone())
-                .header(HeaderName::To, b_to.clone())
-                .header(HeaderName::CallId, b_call_id.clone())
-                .header(HeaderName::CSeq, "1 INVITE")
-                .header(HeaderName::Contact, contact(&out, *destination))
-                .body("application/sdp", Bytes::from(offer_to_callee.clone()))
-                .build()
-                .map_err(|_| StatusCode::SERVER_INTERNAL_ERROR)?;
-            let tx = ClientTransaction::start(
-                Kind::Invite,
-                destination.transport.reliability(),
-                TimerValues::default(),
-                Instant::now(),
-            );
-            forks.push(Fork {
-                branch,
-                uri: uri.clone(),
-                destination: *destination,
-                invite,
-                tx,
-                final_status: None,
-            });
-        }
-        let trying = ResponseBuilder::for_request(&a_invite, StatusCode::TRYING)
-            .build()
-            .ok();
-        let call = Arc::new(Self {
-            b2bua: Arc::downgrade(&b2bua),
-            out,
-            pool,
-            anchor,
-            a_source,
-            a_call_id,
-            a_to_tag: tag(),
-            b_call_id,
-            b_from,
-            b_to,
-            a_invite,
-            state: Mutex::new(State {
-                phase: Phase::Calling,
-                pending: None,
-                forks,
-                winner: None,
-                last_to_caller: trying,
-                b_to_tag: None,
-                b_target: None,
-                a_acked: false,
-                cseq_to_a: 1,
-                cseq_to_b: 1,
-                requests: HashMap::new(),
+            .await;
+        let stage = match pointed {
+            Ok(()) => plan.first().await.map_err(|Exhausted(refusal)| {
+                let (status, reason) = refusal
+                    .unwrap_or((StatusCode::TEMPORARILY_UNAVAILABLE, "nobody to ring".into()));
+                Refused {
+                    status,
+                    reason: Some(reason),
+                }
             }),
-        });
-        Ok(call)
+            Err(error) => {
+                tracing::warn!(%error, "cannot point the caller's leg");
+                Err(StatusCode::SERVICE_UNAVAILABLE.into())
+            }
+        };
+        match stage {
+            Ok(stage) => Ok((anchor, stage, hops - 1)),
+            Err(refused) => {
+                let _ = pool.release(&anchor).await;
+                Err(refused)
+            }
+        }
     }
 
-    /// Sends the INVITE to every phone of the callee. Only once the call can be found by its
-    /// Call-IDs: a phone that answers at once must not find it missing.
-    pub async fn ring(self: &Arc<Self>) {
-        let invites: Vec<(Bytes, Peer)> = {
-            let state = self.state.lock().expect("call lock");
-            state
-                .forks
-                .iter()
-                .map(|f| (f.invite.clone(), f.destination))
-                .collect()
-        };
-        for (index, (invite, destination)) in invites.into_iter().enumerate() {
-            self.send(&invite, destination).await;
-            tokio::spawn(self.clone().drive_fork(index));
+    /// Adds a stage's branches as forks (not sent yet: [`Call::launch`]); returns the index of
+    /// its first fork.
+    fn add_stage(&self, stage: Stage) -> usize {
+        let mut state = self.state.lock().expect("call lock");
+        let index = state.stage;
+        let first = state.forks.len();
+        for branch in stage.branches {
+            if let Some(fork) = self.fork(index, branch) {
+                state.forks.push(fork);
+            }
         }
+        state.stage_ring = stage.ring;
+        state.stage_held = stage.held;
+        if stage.hunt_group.is_some() {
+            state.hunt_group = stage.hunt_group;
+        }
+        if stage.forwarded_from.is_some() {
+            state.forwarded_from = stage.forwarded_from;
+        }
+        first
+    }
+
+    /// The fork that rings `branch`: a dialog of its own, presenting the caller as the
+    /// destination may see them.
+    fn fork(&self, stage: usize, branch: Branch) -> Option<Fork> {
+        let from_tag = tag();
+        let (from, identity) = self.identity(&branch, &from_tag);
+        let mut fork = Fork {
+            stage,
+            branch: format!("z9hG4bK{}", tag()),
+            call_id: format!("{}@centrex", tag()),
+            from,
+            to: branch.to,
+            uri: branch.uri,
+            destination: branch.destination,
+            party: branch.party,
+            trunk: branch.trunk,
+            identity,
+            cseq: 1,
+            invite: Bytes::new(),
+            tx: ClientTransaction::start(
+                Kind::Invite,
+                branch.destination.transport.reliability(),
+                TimerValues::default(),
+                Instant::now(),
+            ),
+            generation: 0,
+            final_status: None,
+            auth_tried: false,
+        };
+        fork.invite = self.invite(&fork, None)?;
+        Some(fork)
+    }
+
+    /// The From of a branch and the other identity headers (RFC 3323, RFC 3325: the asserted
+    /// identity only towards a trunk, which is trusted).
+    fn identity(&self, branch: &Branch, tag: &str) -> (String, Vec<(HeaderName, String)>) {
+        let domain = branch
+            .trunk
+            .as_ref()
+            .map_or(self.tenant.domain.as_str(), |t| t.host.as_str());
+        match &self.origin.caller {
+            Caller::User(user) => {
+                let towards_trunk = branch.trunk.is_some();
+                let shown = presentation::presentation(&self.tenant, user, towards_trunk);
+                let mut headers = Vec::new();
+                if let Some(asserted) =
+                    presentation::asserted_identity(&self.tenant, user, towards_trunk)
+                {
+                    headers.push((HeaderName::PAssertedIdentity, asserted));
+                }
+                if let Some(privacy) = presentation::privacy_header(&shown) {
+                    headers.push((HeaderName::Privacy, privacy.to_string()));
+                }
+                (presentation::from_header(&shown, domain, tag), headers)
+            }
+            Caller::External { number, .. } => {
+                (format!("<sip:{number}@{domain}>;tag={tag}"), Vec::new())
+            }
+        }
+    }
+
+    /// The INVITE of `fork` at its CSeq, with credentials when answering a challenge.
+    fn invite(&self, fork: &Fork, credentials: Option<(HeaderName, String)>) -> Option<Bytes> {
+        let mut builder = RequestBuilder::new(Method::Invite, fork.uri.clone())
+            .header(
+                HeaderName::Via,
+                via(&self.services.out, fork.destination, &fork.branch),
+            )
+            .header(HeaderName::MaxForwards, self.hops.to_string())
+            .header(HeaderName::From, fork.from.clone())
+            .header(HeaderName::To, fork.to.clone())
+            .header(HeaderName::CallId, fork.call_id.clone())
+            .header(HeaderName::CSeq, format!("{} INVITE", fork.cseq))
+            .header(
+                HeaderName::Contact,
+                contact(&self.services.out, fork.destination),
+            );
+        for (name, value) in fork.identity.iter().cloned().chain(credentials) {
+            builder = builder.header(name, value);
+        }
+        builder
+            .body("application/sdp", Bytes::from(self.offer_to_callee.clone()))
+            .build()
+            .ok()
+    }
+
+    /// Sends the first stage's INVITEs. Only once the call can be found by its Call-IDs: a
+    /// phone that answers at once must not find it missing.
+    pub fn ring(self: &Arc<Self>) {
+        self.launch(0);
+    }
+
+    /// Sends the INVITEs of the forks from `first` on (each from a task of its own, which then
+    /// drives its timers), and starts the stage's ring timer. Not async: a stage that fails
+    /// launches the next from those very tasks.
+    fn launch(self: &Arc<Self>, first: usize) {
+        let (invites, stage, ring) = {
+            let state = self.state.lock().expect("call lock");
+            let invites: Vec<(usize, Bytes, Peer, u32)> = state.forks[first..]
+                .iter()
+                .enumerate()
+                .map(|(i, f)| (first + i, f.invite.clone(), f.destination, f.generation))
+                .collect();
+            (invites, state.stage, state.stage_ring)
+        };
+        for (index, invite, destination, generation) in invites {
+            let call = self.clone();
+            tokio::spawn(async move {
+                call.send(&invite, destination).await;
+                call.drive_fork(index, generation).await;
+            });
+        }
+        if let Some(ring) = ring {
+            tokio::spawn(self.clone().ring_timer(stage, ring));
+        }
+    }
+
+    /// Every Call-ID the call is known by: the caller's and each branch's.
+    pub fn call_ids(&self) -> Vec<String> {
+        let state = self.state.lock().expect("call lock");
+        std::iter::once(self.a_call_id.clone())
+            .chain(state.forks.iter().map(|f| f.call_id.clone()))
+            .collect()
     }
 
     /// Ended (lingering only to absorb retransmissions).
@@ -251,12 +473,9 @@ impl Call {
         self.state.lock().expect("call lock").phase == Phase::Ended
     }
 
+    /// The caller's Call-ID.
     pub fn a_call_id(&self) -> &str {
         &self.a_call_id
-    }
-
-    pub fn b_call_id(&self) -> &str {
-        &self.b_call_id
     }
 
     /// The latest response to the caller's INVITE (what a retransmitted INVITE gets again).
@@ -306,10 +525,15 @@ impl Call {
             return;
         };
         let status = response.status().as_u16();
-        let (actions, phase, winner) = {
+        let (actions, phase, winner, challenged) = {
             let mut state = self.state.lock().expect("call lock");
             let actions = state.forks[fork].tx.on_response(status, Instant::now());
-            (actions, state.phase, state.winner)
+            let f = &state.forks[fork];
+            // A carrier's challenge is answered once, from the trunk's digest hashes.
+            let challenged = matches!(status, 401 | 407)
+                && !f.auth_tried
+                && f.trunk.as_ref().is_some_and(|t| t.registration.is_some());
+            (actions, state.phase, state.winner, challenged)
         };
         let answered_before =
             phase == Phase::Answered || (phase == Phase::Ended && winner.is_some());
@@ -333,12 +557,11 @@ impl Call {
                 Action::SendAck => self.ack_failure(fork, &response).await,
                 // The caller has its final answer already.
                 Action::Deliver(_) if phase == Phase::Ended => {}
-                Action::Deliver(status) if status >= 300 => {
-                    self.fork_failed(fork, status, &response).await
-                }
+                Action::Deliver(_) if challenged => self.answer_challenge(fork, &response).await,
+                Action::Deliver(status) if status >= 300 => self.fork_failed(fork, status).await,
                 Action::Deliver(status) => {
                     if (200..300).contains(&status) {
-                        self.state.lock().expect("call lock").winner = Some(fork);
+                        self.answered(fork).await;
                         self.cancel_other_forks(Some(fork)).await;
                     }
                     self.relay(&response, status).await;
@@ -348,26 +571,194 @@ impl Call {
         }
     }
 
-    /// One phone refused (or timed out): when every phone has, the caller gets the best answer.
-    async fn fork_failed(self: &Arc<Self>, fork: usize, status: u16, response: &Response) {
-        let best = {
-            let mut state = self.state.lock().expect("call lock");
-            state.forks[fork].final_status = Some(status);
-            if state.phase == Phase::Answered
-                || state.forks.iter().any(|f| f.final_status.is_none())
-            {
-                return;
-            }
-            best_failure(state.forks.iter().filter_map(|f| f.final_status))
+    /// A carrier challenged our INVITE: send it again with credentials computed from the
+    /// trunk's HA1 hashes (RFC 3261 §22.2), in a new transaction with the next CSeq.
+    async fn answer_challenge(self: &Arc<Self>, fork: usize, response: &Response) {
+        let proxy = response.status().as_u16() == 407;
+        let (challenge_header, credentials_header) = if proxy {
+            (
+                HeaderName::ProxyAuthenticate,
+                HeaderName::ProxyAuthorization,
+            )
+        } else {
+            (HeaderName::WwwAuthenticate, HeaderName::Authorization)
         };
-        if best == status {
-            self.relay(response, status).await;
-        } else if let Some(code) = StatusCode::new(best) {
-            self.fail_caller(code).await;
+        let challenge = ServerChallenge::best(response.headers().get_all(challenge_header));
+        let resent = {
+            let mut state = self.state.lock().expect("call lock");
+            let f = &mut state.forks[fork];
+            f.auth_tried = true;
+            let credentials = f
+                .trunk
+                .as_ref()
+                .and_then(|t| t.registration.as_ref())
+                .map(|r| r.credentials.clone());
+            let answer = match (challenge, credentials) {
+                (Ok(challenge), Some(credentials)) => challenge
+                    .answer(&credentials, "INVITE", &f.uri, 1, &tag())
+                    .map_err(|e| e.to_string()),
+                (Err(error), _) => Err(error.to_string()),
+                (_, None) => Err("the trunk has no credentials".into()),
+            };
+            match answer {
+                Ok(value) => {
+                    f.cseq += 1;
+                    f.branch = format!("z9hG4bK{}", tag());
+                    f.generation += 1;
+                    f.tx = ClientTransaction::start(
+                        Kind::Invite,
+                        f.destination.transport.reliability(),
+                        TimerValues::default(),
+                        Instant::now(),
+                    );
+                    let f = &state.forks[fork];
+                    let invite = self.invite(f, Some((credentials_header, value)));
+                    invite.map(|invite| (invite, f.destination, f.generation))
+                }
+                Err(error) => {
+                    let trunk = f.trunk.as_ref().map(|t| t.source.name.clone());
+                    tracing::warn!(?trunk, %error, "cannot answer the carrier's challenge");
+                    None
+                }
+            }
+        };
+        match resent {
+            Some((invite, destination, generation)) => {
+                if let Some(f) = self.state.lock().expect("call lock").forks.get_mut(fork) {
+                    f.invite = invite.clone();
+                }
+                self.send(&invite, destination).await;
+                tokio::spawn(self.clone().drive_fork(fork, generation));
+            }
+            None => self.fork_failed(fork, 503).await,
         }
     }
 
-    /// Relays a response of the callee's INVITE to the caller.
+    /// A branch answered: its party's counters stay with the call, the other parties' go.
+    async fn answered(self: &Arc<Self>, fork: usize) {
+        let released = {
+            let mut state = self.state.lock().expect("call lock");
+            state.winner = Some(fork);
+            state.answered_at = Some(SystemTime::now());
+            state.cseq_to_b = state.forks[fork].cseq;
+            let party = state.forks[fork].party.clone();
+            let (winner, others): (Vec<_>, Vec<_>) = std::mem::take(&mut state.stage_held)
+                .into_iter()
+                .partition(|(p, _)| *p == party);
+            for (_, held) in winner {
+                state.held.absorb(held);
+            }
+            others
+        };
+        for (_, held) in released {
+            self.services.limits.release(held).await;
+        }
+    }
+
+    /// One branch refused (or timed out): when every branch of the stage has, the plan says
+    /// what rings next.
+    async fn fork_failed(self: &Arc<Self>, fork: usize, status: u16) {
+        let finished = {
+            let mut state = self.state.lock().expect("call lock");
+            let f = &mut state.forks[fork];
+            // A carrier refusing our credentials is our failure, not the caller's to see.
+            let status = if f.trunk.is_some() && matches!(status, 401 | 407) {
+                503
+            } else {
+                status
+            };
+            f.final_status = Some(status);
+            stage_over(&state)
+        };
+        if let Some((stage, outcome)) = finished {
+            self.advance(stage, outcome).await;
+        }
+    }
+
+    /// The stage `finished` ended without an answer: the next one rings, or the caller gets
+    /// the final answer.
+    async fn advance(self: &Arc<Self>, finished: usize, outcome: Outcome) {
+        let released = {
+            let mut state = self.state.lock().expect("call lock");
+            if state.stage != finished
+                || state.winner.is_some()
+                || matches!(state.phase, Phase::Answered | Phase::Ended)
+            {
+                return;
+            }
+            state.stage += 1;
+            let statuses = state
+                .forks
+                .iter()
+                .filter(|f| f.stage == finished)
+                .filter_map(|f| f.final_status);
+            // Branches we cancelled because the ring time passed: nobody answered.
+            let best = match best_failure(statuses) {
+                487 => StatusCode::TEMPORARILY_UNAVAILABLE,
+                code => StatusCode::new(code).unwrap_or(StatusCode::TEMPORARILY_UNAVAILABLE),
+            };
+            state.last_failure = Some(best);
+            std::mem::take(&mut state.stage_held)
+        };
+        for (_, held) in released {
+            self.services.limits.release(held).await;
+        }
+        let next = self.plan.lock().await.next(outcome).await;
+        let ended = self.state.lock().expect("call lock").phase == Phase::Ended;
+        match next {
+            Ok(stage) if ended => {
+                for (_, held) in stage.held {
+                    self.services.limits.release(held).await;
+                }
+            }
+            Ok(stage) => {
+                let first = self.add_stage(stage);
+                if let Some(b2bua) = self.b2bua.upgrade() {
+                    b2bua.adopt(self);
+                }
+                self.launch(first);
+            }
+            Err(_) if ended => {}
+            Err(Exhausted(Some((status, reason)))) => self.fail_caller(status, Some(&reason)).await,
+            Err(Exhausted(None)) => {
+                let status = self
+                    .state
+                    .lock()
+                    .expect("call lock")
+                    .last_failure
+                    .unwrap_or(StatusCode::TEMPORARILY_UNAVAILABLE);
+                self.fail_caller(status, None).await;
+            }
+        }
+    }
+
+    /// Rings the stage `stage` for `ring`, then CANCELs it and moves on.
+    async fn ring_timer(self: Arc<Self>, stage: usize, ring: Duration) {
+        tokio::time::sleep(ring).await;
+        {
+            let state = self.state.lock().expect("call lock");
+            if state.stage != stage
+                || state.winner.is_some()
+                || matches!(state.phase, Phase::Answered | Phase::Ended)
+            {
+                return;
+            }
+        }
+        self.cancel_forks(|f| f.stage == stage).await;
+        for f in self
+            .state
+            .lock()
+            .expect("call lock")
+            .forks
+            .iter_mut()
+            .filter(|f| f.stage == stage)
+        {
+            f.final_status.get_or_insert(487);
+        }
+        self.advance(stage, Outcome::NoAnswer).await;
+    }
+
+    /// Relays a provisional or 2xx response of a branch to the caller.
     async fn relay(self: &Arc<Self>, response: &Response, status: u16) {
         if status == 100 {
             return;
@@ -382,6 +773,7 @@ impl Call {
         {
             let rtp = SocketAddr::new(media.address, media.port);
             if let Err(error) = self
+                .services
                 .pool
                 .point(&self.anchor, "b", rtp, media.rtcp_mux, &media.rtpmaps)
                 .await
@@ -393,7 +785,10 @@ impl Call {
         let mut builder =
             ResponseBuilder::for_request(&self.a_invite, status_code).to_tag(self.a_to_tag.clone());
         if status < 300 {
-            builder = builder.header(HeaderName::Contact, contact(&self.out, self.a_source));
+            builder = builder.header(
+                HeaderName::Contact,
+                contact(&self.services.out, self.a_source),
+            );
         }
         if let Some(answer) = &answer {
             builder = builder.body(
@@ -416,8 +811,9 @@ impl Call {
             state.last_to_caller = Some(bytes.clone());
             match status {
                 101..=199 => state.phase = Phase::Early,
-                200..=299 => {
+                _ => {
                     state.phase = Phase::Answered;
+                    state.final_status = Some(status_code);
                     state.b_to_tag = response
                         .headers()
                         .to()
@@ -430,17 +826,12 @@ impl Call {
                         .and_then(Result::ok)
                         .and_then(|c| c.address().map(|a| a.uri().as_str().to_string()));
                 }
-                _ => state.phase = Phase::Ended,
             }
         }
         self.send_to_caller(&bytes).await;
-        match status {
-            200..=299 => {
-                self.ack_2xx().await;
-                tokio::spawn(self.clone().retransmit_2xx(bytes));
-            }
-            300.. => self.end().await,
-            _ => {}
+        if (200..300).contains(&status) {
+            self.ack_2xx().await;
+            tokio::spawn(self.clone().retransmit_2xx(bytes));
         }
     }
 
@@ -456,6 +847,7 @@ impl Call {
         if caller.rtcp_mux && !answer_muxed {
             let rtp = SocketAddr::new(caller.address, caller.port);
             if let Err(error) = self
+                .services
                 .pool
                 .point(&self.anchor, "a", rtp, false, &caller.rtpmaps)
                 .await
@@ -467,9 +859,18 @@ impl Call {
 
     /// A request inside this call, from either party.
     pub async fn request(self: &Arc<Self>, request: &Request, _source: Peer) -> Option<Bytes> {
-        let from_caller = request.headers().call_id().ok() == Some(self.a_call_id.as_str());
+        let call_id = request.headers().call_id().ok();
+        let from_caller = call_id == Some(self.a_call_id.as_str());
         let respond =
             |status: StatusCode| ResponseBuilder::for_request(request, status).build().ok();
+        if !from_caller && request.method() != &Method::Ack {
+            // Only the branch that answered has a dialog with us.
+            let state = self.state.lock().expect("call lock");
+            let winner = state.winner.map(|w| state.forks[w].call_id.as_str());
+            if winner != call_id {
+                return respond(StatusCode::CALL_OR_TRANSACTION_DOES_NOT_EXIST);
+            }
+        }
         match (request.method(), from_caller) {
             (Method::Ack, from_caller) => {
                 let cseq = request.headers().cseq().ok().map(|c| c.seq);
@@ -504,8 +905,11 @@ impl Call {
                             .to_tag(self.a_to_tag.clone())
                             .build()
                     {
-                        self.state.lock().expect("call lock").last_to_caller =
-                            Some(terminated.clone());
+                        {
+                            let mut state = self.state.lock().expect("call lock");
+                            state.last_to_caller = Some(terminated.clone());
+                            state.final_status = Some(StatusCode::REQUEST_TERMINATED);
+                        }
                         self.send_to_caller(&terminated).await;
                     }
                     self.end().await;
@@ -544,7 +948,7 @@ impl Call {
                     }
                     let (forwarded, destination) = (pending.forwarded.clone(), pending.destination);
                     drop(state);
-                    let out = self.out.clone();
+                    let out = self.services.out.clone();
                     tokio::spawn(async move { out.send(&forwarded, destination).await });
                     return None;
                 }
@@ -564,6 +968,7 @@ impl Call {
         {
             let rtp = SocketAddr::new(media.address, media.port);
             if let Err(error) = self
+                .services
                 .pool
                 .point(&self.anchor, from_leg, rtp, media.rtcp_mux, &media.rtpmaps)
                 .await
@@ -628,6 +1033,7 @@ impl Call {
         {
             let rtp = SocketAddr::new(media.address, media.port);
             if let Err(error) = self
+                .services
                 .pool
                 .point(
                     &self.anchor,
@@ -652,7 +1058,7 @@ impl Call {
                 self.callee()
             };
             if let Some(peer) = original_sender {
-                builder = builder.header(HeaderName::Contact, contact(&self.out, peer));
+                builder = builder.header(HeaderName::Contact, contact(&self.services.out, peer));
             }
         }
         let Ok(answer) = builder.build() else { return };
@@ -697,21 +1103,16 @@ impl Call {
         let (uri, from, to, call_id, cseq, destination) = if to_callee {
             let winner = state.winner?;
             state.cseq_to_b += 1;
-            let to = match &state.b_to_tag {
-                Some(tag) => format!("{};tag={tag}", self.b_to),
-                None => self.b_to.clone(),
-            };
-            let uri = state
-                .b_target
-                .clone()
-                .unwrap_or_else(|| state.forks[winner].uri.clone());
+            let to = winner_to(&state, winner);
+            let uri = winner_target(&state, winner);
+            let fork = &state.forks[winner];
             (
                 uri,
-                self.b_from.clone(),
+                fork.from.clone(),
                 to,
-                self.b_call_id.clone(),
+                fork.call_id.clone(),
                 state.cseq_to_b,
-                state.forks[winner].destination,
+                fork.destination,
             )
         } else {
             state.cseq_to_a += 1;
@@ -733,13 +1134,19 @@ impl Call {
         };
         drop(state);
         let mut builder = RequestBuilder::new(method.clone(), uri)
-            .header(HeaderName::Via, via(&self.out, destination, &branch))
+            .header(
+                HeaderName::Via,
+                via(&self.services.out, destination, &branch),
+            )
             .header(HeaderName::MaxForwards, "70")
             .header(HeaderName::From, from)
             .header(HeaderName::To, to)
             .header(HeaderName::CallId, call_id)
             .header(HeaderName::CSeq, format!("{cseq} {method}"))
-            .header(HeaderName::Contact, contact(&self.out, destination));
+            .header(
+                HeaderName::Contact,
+                contact(&self.services.out, destination),
+            );
         if let Some(body) = body {
             builder = builder.body("application/sdp", Bytes::from(body));
         }
@@ -751,19 +1158,21 @@ impl Call {
         let state = self.state.lock().expect("call lock");
         let (uri, from, call_id, peer) = if to_callee {
             let winner = state.winner?;
-            let uri = state
-                .b_target
-                .clone()
-                .unwrap_or_else(|| state.forks[winner].uri.clone());
-            let peer = state.forks[winner].destination;
-            (uri, self.b_from.clone(), self.b_call_id.clone(), peer)
+            let uri = winner_target(&state, winner);
+            let fork = &state.forks[winner];
+            (
+                uri,
+                fork.from.clone(),
+                fork.call_id.clone(),
+                fork.destination,
+            )
         } else {
             let (uri, from) = self.caller_dialog();
             (uri, from, self.a_call_id.clone(), self.a_source)
         };
         drop(state);
         RequestBuilder::new(Method::Ack, uri)
-            .header(HeaderName::Via, via(&self.out, peer, branch))
+            .header(HeaderName::Via, via(&self.services.out, peer, branch))
             .header(HeaderName::MaxForwards, "70")
             .header(HeaderName::From, from)
             .header(HeaderName::To, to.to_string())
@@ -773,10 +1182,25 @@ impl Call {
             .ok()
     }
 
-    /// Ends the call: media released, the call forgotten after absorbing retransmissions.
+    /// Ends the call: media and counters released, the call recorded, and forgotten after
+    /// absorbing retransmissions. Only the first ending counts.
     async fn end(self: &Arc<Self>) {
-        self.state.lock().expect("call lock").phase = Phase::Ended;
-        if let Err(error) = self.pool.release(&self.anchor).await {
+        let (held, record) = {
+            let mut state = self.state.lock().expect("call lock");
+            state.phase = Phase::Ended;
+            if state.recorded {
+                return;
+            }
+            state.recorded = true;
+            let mut held = std::mem::take(&mut state.held);
+            for (_, stage) in std::mem::take(&mut state.stage_held) {
+                held.absorb(stage);
+            }
+            (held, self.record(&state))
+        };
+        self.services.limits.release(held).await;
+        self.services.records.record(&record);
+        if let Err(error) = self.services.pool.release(&self.anchor).await {
             tracing::warn!(%error, session = self.anchor.session_id, "media session not released; its idle timeout will");
         }
         let call = self.clone();
@@ -788,40 +1212,76 @@ impl Call {
         });
     }
 
-    /// Drives the client transaction timers (A, B, D) of one fork.
-    async fn drive_fork(self: Arc<Self>, fork: usize) {
+    /// The call detail record of the call as it ends.
+    fn record(&self, state: &State) -> CallRecord {
+        let winner = state.winner.map(|w| &state.forks[w]);
+        let status = match (winner, state.final_status) {
+            (Some(_), _) => StatusCode::OK,
+            (None, Some(status)) => status,
+            (None, None) => StatusCode::REQUEST_TERMINATED,
+        };
+        let (from, inbound_trunk) = match &self.origin.caller {
+            Caller::User(user) => (user.extension.clone(), None),
+            Caller::External { number, trunk } => (number.clone(), Some(trunk.clone())),
+        };
+        let trunk = inbound_trunk.or_else(|| {
+            winner
+                .or(state.forks.last())
+                .and_then(|f| f.trunk.as_ref())
+                .map(|t| t.source.name.clone())
+        });
+        CallRecord {
+            schema: cdr::SCHEMA_VERSION,
+            call_id: self.a_call_id.clone(),
+            tenant: (&self.tenant.source).into(),
+            domain: self.tenant.domain.clone(),
+            from,
+            to: self.origin.dialled.clone(),
+            direction: self.origin.direction,
+            times: CallTimes {
+                started: self.started_at,
+                answered: state.answered_at,
+                ended: SystemTime::now(),
+            },
+            result: CallResult::from_final_status(status),
+            sip_status: status,
+            hunt_group: state.hunt_group.clone(),
+            answered_by: winner.map(|f| f.party.clone()),
+            trunk,
+            forwarded_from: state.forwarded_from.clone(),
+        }
+    }
+
+    /// Drives the client transaction timers (A, B, D) of one fork's INVITE `generation`.
+    async fn drive_fork(self: Arc<Self>, fork: usize, generation: u32) {
         loop {
-            let Some(deadline) = self.state.lock().expect("call lock").forks[fork]
-                .tx
-                .next_deadline()
-            else {
-                return;
+            let deadline = {
+                let state = self.state.lock().expect("call lock");
+                let f = &state.forks[fork];
+                if f.generation != generation {
+                    return;
+                }
+                f.tx.next_deadline()
             };
+            let Some(deadline) = deadline else { return };
             tokio::time::sleep_until(deadline.into()).await;
             let (actions, invite, destination) = {
                 let mut state = self.state.lock().expect("call lock");
-                let fork = &mut state.forks[fork];
+                let f = &mut state.forks[fork];
+                if f.generation != generation {
+                    return;
+                }
                 (
-                    fork.tx.on_timer(Instant::now()),
-                    fork.invite.clone(),
-                    fork.destination,
+                    f.tx.on_timer(Instant::now()),
+                    f.invite.clone(),
+                    f.destination,
                 )
             };
             for action in actions {
                 match action {
                     Action::Retransmit => self.send(&invite, destination).await,
                     Action::TimedOut => {
-                        let best = {
-                            let mut state = self.state.lock().expect("call lock");
-                            state.forks[fork].final_status = Some(408);
-                            let pending = state.forks.iter().any(|f| f.final_status.is_none());
-                            (state.phase != Phase::Answered && !pending).then(|| {
-                                best_failure(state.forks.iter().filter_map(|f| f.final_status))
-                            })
-                        };
-                        if let Some(code) = best.and_then(StatusCode::new) {
-                            self.fail_caller(code).await;
-                        }
+                        self.fork_failed(fork, 408).await;
                         return;
                     }
                     _ => {}
@@ -830,13 +1290,20 @@ impl Call {
         }
     }
 
-    /// Answers the caller's INVITE with a failure and ends the call.
-    async fn fail_caller(self: &Arc<Self>, status: StatusCode) {
-        if let Ok(failure) = ResponseBuilder::for_request(&self.a_invite, status)
-            .to_tag(self.a_to_tag.clone())
-            .build()
-        {
-            self.state.lock().expect("call lock").last_to_caller = Some(failure.clone());
+    /// Answers the caller's INVITE with a failure (and a reason phrase that says why, when
+    /// there is one) and ends the call.
+    async fn fail_caller(self: &Arc<Self>, status: StatusCode, reason: Option<&str>) {
+        let mut builder =
+            ResponseBuilder::for_request(&self.a_invite, status).to_tag(self.a_to_tag.clone());
+        if let Some(reason) = reason {
+            builder = builder.reason(reason);
+        }
+        if let Ok(failure) = builder.build() {
+            {
+                let mut state = self.state.lock().expect("call lock");
+                state.last_to_caller = Some(failure.clone());
+                state.final_status = Some(status);
+            }
             self.send_to_caller(&failure).await;
         }
         self.end().await;
@@ -902,10 +1369,17 @@ impl Call {
 
     /// ACK of a non-2xx final: same branch as the fork's INVITE (RFC 3261 §17.1.1.3).
     async fn ack_failure(&self, fork: usize, response: &Response) {
-        let (branch, uri, destination) = {
+        let (branch, uri, destination, from, call_id, cseq) = {
             let state = self.state.lock().expect("call lock");
-            let fork = &state.forks[fork];
-            (fork.branch.clone(), fork.uri.clone(), fork.destination)
+            let f = &state.forks[fork];
+            (
+                f.branch.clone(),
+                f.uri.clone(),
+                f.destination,
+                f.from.clone(),
+                f.call_id.clone(),
+                f.cseq,
+            )
         };
         let to = response
             .headers()
@@ -913,12 +1387,15 @@ impl Call {
             .unwrap_or_default()
             .to_string();
         let ack = RequestBuilder::new(Method::Ack, uri)
-            .header(HeaderName::Via, via(&self.out, destination, &branch))
+            .header(
+                HeaderName::Via,
+                via(&self.services.out, destination, &branch),
+            )
             .header(HeaderName::MaxForwards, "70")
-            .header(HeaderName::From, self.b_from.clone())
+            .header(HeaderName::From, from)
             .header(HeaderName::To, to)
-            .header(HeaderName::CallId, self.b_call_id.clone())
-            .header(HeaderName::CSeq, "1 ACK")
+            .header(HeaderName::CallId, call_id)
+            .header(HeaderName::CSeq, format!("{cseq} ACK"))
             .build();
         if let Ok(ack) = ack {
             self.send(&ack, destination).await;
@@ -927,7 +1404,11 @@ impl Call {
 
     /// A second phone answered after the first: ACK its 2xx, then BYE it (RFC 3261 §13.2.2.4).
     async fn ack_and_bye_late_answer(self: &Arc<Self>, fork: usize, response: &Response) {
-        let destination = self.state.lock().expect("call lock").forks[fork].destination;
+        let (destination, from, call_id, invite_cseq) = {
+            let state = self.state.lock().expect("call lock");
+            let f = &state.forks[fork];
+            (f.destination, f.from.clone(), f.call_id.clone(), f.cseq)
+        };
         let to = response
             .headers()
             .get(HeaderName::To)
@@ -944,14 +1425,17 @@ impl Call {
                     .uri
                     .clone()
             });
-        for (method, cseq) in [(Method::Ack, 1), (Method::Bye, 2)] {
+        for (method, cseq) in [(Method::Ack, invite_cseq), (Method::Bye, invite_cseq + 1)] {
             let branch = format!("z9hG4bK{}", tag());
             let request = RequestBuilder::new(method.clone(), target.clone())
-                .header(HeaderName::Via, via(&self.out, destination, &branch))
+                .header(
+                    HeaderName::Via,
+                    via(&self.services.out, destination, &branch),
+                )
                 .header(HeaderName::MaxForwards, "70")
-                .header(HeaderName::From, self.b_from.clone())
+                .header(HeaderName::From, from.clone())
                 .header(HeaderName::To, to.clone())
-                .header(HeaderName::CallId, self.b_call_id.clone())
+                .header(HeaderName::CallId, call_id.clone())
                 .header(HeaderName::CSeq, format!("{cseq} {method}"))
                 .build();
             match (request, method) {
@@ -963,7 +1447,13 @@ impl Call {
     }
 
     async fn ack_2xx(&self) {
-        if let Some((ack, _)) = self.in_dialog_to_callee(Method::Ack, Some(1)) {
+        let cseq = {
+            let state = self.state.lock().expect("call lock");
+            state.winner.map(|w| state.forks[w].cseq)
+        };
+        if let Some(cseq) = cseq
+            && let Some((ack, _)) = self.in_dialog_to_callee(Method::Ack, Some(cseq))
+        {
             self.send_to_callee(&ack).await;
         }
     }
@@ -1041,30 +1531,45 @@ impl Call {
 
     /// CANCELs every fork still without a final answer, except `keep` (RFC 3261 §16.7 step 10).
     async fn cancel_other_forks(self: &Arc<Self>, keep: Option<usize>) {
-        let pending: Vec<(String, String, Peer)> = {
+        let keep = keep.map(|k| {
+            self.state.lock().expect("call lock").forks[k]
+                .branch
+                .clone()
+        });
+        self.cancel_forks(|f| Some(&f.branch) != keep.as_ref())
+            .await;
+    }
+
+    /// CANCELs the forks without a final answer that `which` selects.
+    async fn cancel_forks(self: &Arc<Self>, which: impl Fn(&Fork) -> bool) {
+        let pending: Vec<(Bytes, String, Peer)> = {
             let state = self.state.lock().expect("call lock");
             state
                 .forks
                 .iter()
-                .enumerate()
-                .filter(|(i, f)| Some(*i) != keep && f.final_status.is_none())
-                .map(|(_, f)| (f.branch.clone(), f.uri.clone(), f.destination))
+                .filter(|f| f.final_status.is_none() && which(f))
+                .filter_map(|f| {
+                    // A CANCEL shares its INVITE's branch and CSeq number; its own answers are
+                    // told apart by the method.
+                    let cancel = RequestBuilder::new(Method::Cancel, f.uri.clone())
+                        .header(
+                            HeaderName::Via,
+                            via(&self.services.out, f.destination, &f.branch),
+                        )
+                        .header(HeaderName::MaxForwards, "70")
+                        .header(HeaderName::From, f.from.clone())
+                        .header(HeaderName::To, f.to.clone())
+                        .header(HeaderName::CallId, f.call_id.clone())
+                        .header(HeaderName::CSeq, format!("{} CANCEL", f.cseq))
+                        .build()
+                        .ok()?;
+                    Some((cancel, f.branch.clone(), f.destination))
+                })
                 .collect()
         };
-        for (branch, uri, destination) in pending {
-            // A CANCEL shares its INVITE's branch; its own answers are told apart by the method.
-            let cancel = RequestBuilder::new(Method::Cancel, uri)
-                .header(HeaderName::Via, via(&self.out, destination, &branch))
-                .header(HeaderName::MaxForwards, "70")
-                .header(HeaderName::From, self.b_from.clone())
-                .header(HeaderName::To, self.b_to.clone())
-                .header(HeaderName::CallId, self.b_call_id.clone())
-                .header(HeaderName::CSeq, "1 CANCEL")
-                .build();
-            if let Ok(cancel) = cancel {
-                self.send_reliably(cancel, cancel_key(&branch), destination)
-                    .await;
-            }
+        for (cancel, branch, destination) in pending {
+            self.send_reliably(cancel, cancel_key(&branch), destination)
+                .await;
         }
     }
 
@@ -1077,22 +1582,19 @@ impl Call {
             state.cseq_to_b
         });
         let winner = state.winner?;
-        let callee = state.forks[winner].destination;
-        let target = state
-            .b_target
-            .clone()
-            .unwrap_or_else(|| state.forks[winner].uri.clone());
-        let to = match &state.b_to_tag {
-            Some(tag) => format!("{};tag={tag}", self.b_to),
-            None => self.b_to.clone(),
-        };
+        let target = winner_target(&state, winner);
+        let to = winner_to(&state, winner);
+        let fork = &state.forks[winner];
         let branch = format!("z9hG4bK{}", tag());
         let request = RequestBuilder::new(method.clone(), target)
-            .header(HeaderName::Via, via(&self.out, callee, &branch))
+            .header(
+                HeaderName::Via,
+                via(&self.services.out, fork.destination, &branch),
+            )
             .header(HeaderName::MaxForwards, "70")
-            .header(HeaderName::From, self.b_from.clone())
+            .header(HeaderName::From, fork.from.clone())
             .header(HeaderName::To, to)
-            .header(HeaderName::CallId, self.b_call_id.clone())
+            .header(HeaderName::CallId, fork.call_id.clone())
             .header(HeaderName::CSeq, format!("{cseq} {method}"))
             .build()
             .ok()?;
@@ -1128,7 +1630,10 @@ impl Call {
         };
         let branch = format!("z9hG4bK{}", tag());
         let bye = RequestBuilder::new(Method::Bye, target)
-            .header(HeaderName::Via, via(&self.out, self.a_source, &branch))
+            .header(
+                HeaderName::Via,
+                via(&self.services.out, self.a_source, &branch),
+            )
             .header(HeaderName::MaxForwards, "70")
             .header(HeaderName::From, from)
             .header(
@@ -1164,10 +1669,54 @@ impl Call {
     }
 
     async fn send(&self, bytes: &[u8], peer: Peer) {
-        if let Err(error) = self.out.send(bytes, peer).await {
+        if let Err(error) = self.services.out.send(bytes, peer).await {
             tracing::debug!(%error, peer = %peer.addr, "cannot send");
         }
     }
+}
+
+/// The To of our dialog with the branch that answered, with its tag.
+fn winner_to(state: &State, winner: usize) -> String {
+    let to = &state.forks[winner].to;
+    match &state.b_to_tag {
+        Some(tag) => format!("{to};tag={tag}"),
+        None => to.clone(),
+    }
+}
+
+/// Where our in-dialog requests to the branch that answered go: its Contact, else its URI.
+fn winner_target(state: &State, winner: usize) -> String {
+    state
+        .b_target
+        .clone()
+        .unwrap_or_else(|| state.forks[winner].uri.clone())
+}
+
+/// The stage ringing now ended without an answer, and how: every branch of it has a final
+/// status and none answered.
+fn stage_over(state: &State) -> Option<(usize, Outcome)> {
+    if state.winner.is_some() || matches!(state.phase, Phase::Answered | Phase::Ended) {
+        return None;
+    }
+    let mut current = state
+        .forks
+        .iter()
+        .filter(|f| f.stage == state.stage)
+        .peekable();
+    current.peek()?;
+    let mut busy = true;
+    for fork in current {
+        let status = fork.final_status?;
+        busy &= matches!(status, 486 | 600 | 603);
+    }
+    Some((
+        state.stage,
+        if busy {
+            Outcome::Busy
+        } else {
+            Outcome::NoAnswer
+        },
+    ))
 }
 
 /// Our Via towards `peer`: its transport, and our address on it.

@@ -2,31 +2,68 @@
 //! caller's with us (leg A) and ours with the callee (leg B) — with the audio anchored on a media
 //! node, so neither party learns the other's address.
 //!
-//! Scope so far: UDP, forking to every binding of the callee, INVITE / 1xx / 2xx / ACK / BYE / CANCEL,
-//! re-INVITE and UPDATE passed through with their SDP anchored, failures relayed; dialog state in memory (the store holds it from issue #6 on).
+//! - [`plan`] decides what rings, stage by stage (users' phones and mobiles, hunt groups,
+//!   forwards, trunks), from the pure rules of [`crate::routing`];
+//! - [`limits`] admits calls against the cluster-wide counters of users, tenants and trunks;
+//! - `call` runs one call: INVITE / 1xx / 2xx / ACK / BYE / CANCEL on both legs, re-INVITE and
+//!   UPDATE passed through with their SDP anchored, digest towards carriers, a call record at
+//!   the end. Dialog state is in memory (the store holds it from issue #6 on).
 
 mod call;
+pub mod limits;
+pub mod plan;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use centrex_coord::Store;
+use centrex_coord::lease::KeptLease;
+use centrex_coord::snapshot::TenantSnapshot;
 
 use crate::auth::authenticator::{AuthOutcome, Authenticator};
+use crate::cdr::{Direction, LogSink, RecordSink};
 use crate::directory::Directory;
 use crate::media::MediaPool;
-use crate::registrar::bindings;
+use crate::routing::numbers::NumberPlan;
+use crate::routing::target::{self, Target};
 use crate::sip::{HeaderName, Request, Response, ResponseBuilder, StatusCode, Uri};
 use crate::transport::{Outbound, Peer, Transport};
-use call::Call;
+use call::{Call, Caller, Origin, Refused, Services};
+use limits::Limits;
+use plan::{Plan, World};
 
 /// Calls one instance holds at most; more are refused with 503.
 const MAX_CALLS: usize = 50_000;
 /// Media pools whose channels are kept; past it they are reconnected (tenants' pools are few).
 const MAX_POOLS: usize = 256;
+/// Hunt groups whose round-robin position is kept; past it positions start again.
+const MAX_ROTATIONS: usize = 65_536;
+/// TTL of the lease the instance's call counters hang on: a crashed instance's calls stop
+/// counting this long after it died.
+const COUNTER_LEASE_TTL: Duration = Duration::from_secs(15);
+
+/// Round-robin positions of hunt groups (per instance: the next call starts one further).
+#[derive(Default)]
+pub struct Rotations {
+    positions: Mutex<HashMap<String, Arc<AtomicUsize>>>,
+}
+
+impl Rotations {
+    /// The position for the next call to `group`, advancing it.
+    pub fn next(&self, group: &str) -> usize {
+        let mut positions = self.positions.lock().expect("rotations lock");
+        if !positions.contains_key(group) && positions.len() >= MAX_ROTATIONS {
+            positions.clear();
+        }
+        let position = positions.entry(group.to_string()).or_default().clone();
+        drop(positions);
+        position.fetch_add(1, Ordering::Relaxed)
+    }
+}
 
 /// The B2BUA of one signalling instance.
 pub struct B2bua {
@@ -34,7 +71,10 @@ pub struct B2bua {
     directory: Directory,
     auth: Arc<Authenticator>,
     out: Arc<Outbound>,
-    /// Calls by the Call-ID of either leg.
+    limits: Arc<Limits>,
+    records: Arc<dyn RecordSink>,
+    rotations: Arc<Rotations>,
+    /// Calls by the Call-ID of any of their legs.
     calls: Mutex<HashMap<String, Arc<Call>>>,
     /// Call-IDs of INVITEs being set up (authenticated, media being anchored): their
     /// retransmissions are absorbed instead of being authenticated again.
@@ -44,22 +84,32 @@ pub struct B2bua {
 }
 
 impl B2bua {
-    /// A B2BUA for the tenants of `directory`.
+    /// A B2BUA for the tenants of `directory`, recording calls to the log.
     pub fn new(
         store: Arc<dyn Store>,
         directory: Directory,
         auth: Arc<Authenticator>,
         out: Arc<Outbound>,
     ) -> Self {
+        let lease = KeptLease::new(store.clone(), COUNTER_LEASE_TTL);
         Self {
+            limits: Arc::new(Limits::new(store.clone(), lease)),
             store,
             directory,
             auth,
             out,
+            records: Arc::new(LogSink),
+            rotations: Arc::default(),
             calls: Mutex::default(),
             starting: Mutex::default(),
             pools: Mutex::default(),
         }
+    }
+
+    /// Sends call detail records to `records` instead of the log alone.
+    pub fn with_records(mut self, records: Arc<dyn RecordSink>) -> Self {
+        self.records = records;
+        self
     }
 
     /// A new INVITE (no To tag) from `caller`; returns the immediate answer.
@@ -70,106 +120,202 @@ impl B2bua {
         if let Some(call) = self.find(&call_id) {
             return call.last_answer_to_caller();
         }
-        let source = caller.addr;
-        let respond = |status: StatusCode| {
-            ResponseBuilder::for_request(&request, status)
-                .to_tag(call::tag())
-                .build()
-                .ok()
-        };
+        let refuse = |refused: Refused| answer(&request, refused);
+        let respond = |status: StatusCode| refuse(status.into());
         let ours = [Transport::Udp, Transport::Tcp].map(|t| self.out.advertised(t));
         if looped(&request, ours.iter().flatten()) {
             return respond(StatusCode::LOOP_DETECTED);
         }
-
+        if self.calls.lock().expect("calls lock").len() >= MAX_CALLS * 2 {
+            return respond(StatusCode::SERVICE_UNAVAILABLE);
+        }
         let Some(domain) = request_domain(&request) else {
             return respond(StatusCode::NOT_FOUND);
         };
-        let Some(tenant) = self.directory.tenant(&domain) else {
-            return respond(StatusCode::NOT_FOUND);
+        let routed = match self.directory.tenant(&domain) {
+            Some(tenant) => self.user_call(&request, caller, tenant).await,
+            // Not addressed to a tenant's domain: only a trunk's carrier may do that.
+            None => self.trunk_call(&request, caller),
         };
-        let Some(caller_user) = from_user(&request, &domain) else {
-            return respond(StatusCode::FORBIDDEN);
+        let (tenant, origin, target) = match routed {
+            Ok(routed) => routed,
+            Err(answer) => return answer,
+        };
+        let caller_user = match &origin.caller {
+            Caller::User(user) => Some(user.as_ref()),
+            Caller::External { .. } => None,
+        };
+        let held = match self.limits.admit(&tenant, caller_user, &call_id).await {
+            Ok(held) => held,
+            Err(refusal) => {
+                tracing::info!(call_id, %refusal, domain = tenant.domain, "call not admitted");
+                let mut builder = ResponseBuilder::for_request(&request, refusal.status())
+                    .to_tag(call::tag())
+                    .reason(refusal.to_string());
+                if let Some(seconds) = refusal.retry_after() {
+                    builder = builder.header(HeaderName::RetryAfter, seconds.to_string());
+                }
+                return builder.build().ok();
+            }
+        };
+        let world = World {
+            store: self.store.clone(),
+            directory: self.directory.clone(),
+            limits: self.limits.clone(),
+            rotations: self.rotations.clone(),
+        };
+        let plan = Plan::new(world, tenant.clone(), call_id.clone(), target);
+        let services = Services {
+            out: self.out.clone(),
+            pool: self.media_pool(&tenant.source.namespace, &tenant.media_pool),
+            limits: self.limits.clone(),
+            records: self.records.clone(),
+        };
+        let started = Call::start(
+            self.clone(),
+            request.clone(),
+            caller,
+            tenant,
+            origin,
+            plan,
+            held,
+            services,
+        )
+        .await;
+        let call = match started {
+            Ok(call) => call,
+            Err(refused) => return refuse(refused),
+        };
+        self.adopt(&call);
+        call.ring();
+        call.last_answer_to_caller()
+    }
+
+    /// A call from a user of `tenant`: authenticated, and what they dialled resolved in their
+    /// tenant; or the answer to give instead (none for a throttled source).
+    async fn user_call(
+        &self,
+        request: &Request,
+        caller: Peer,
+        tenant: Arc<TenantSnapshot>,
+    ) -> Result<(Arc<TenantSnapshot>, Origin, Target), Option<Bytes>> {
+        let refuse = |status: StatusCode| Err(answer(request, status.into()));
+        let Some(caller_user) = from_user(request, &tenant.domain) else {
+            return refuse(StatusCode::FORBIDDEN);
         };
         let unix_now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let authorization = request.headers().get(HeaderName::Authorization);
-        let caller_user = match self.auth.authenticate(
+        let user = match self.auth.authenticate(
             "INVITE",
             authorization,
             &tenant,
             &caller_user,
-            source.ip(),
+            caller.addr.ip(),
             unix_now,
             Instant::now(),
         ) {
             AuthOutcome::Authenticated(user) => user.clone(),
             AuthOutcome::Challenge { stale } => {
                 let challenges = self.auth.challenge(&tenant, stale, unix_now);
-                let builder = challenges.into_iter().fold(
-                    ResponseBuilder::for_request(&request, StatusCode::UNAUTHORIZED)
+                let challenge = challenges.into_iter().fold(
+                    ResponseBuilder::for_request(request, StatusCode::UNAUTHORIZED)
                         .to_tag(call::tag()),
                     |b, c| b.header(HeaderName::WwwAuthenticate, c),
                 );
-                return builder.build().ok();
+                return Err(challenge.build().ok());
             }
-            AuthOutcome::Forbidden => return respond(StatusCode::FORBIDDEN),
-            AuthOutcome::Throttled => return None,
+            AuthOutcome::Forbidden => return refuse(StatusCode::FORBIDDEN),
+            AuthOutcome::Throttled => return Err(None),
         };
-        let Some(callee) = request_user(&request) else {
-            return respond(StatusCode::NOT_FOUND);
+        let Some(dialled) = request_user(request) else {
+            return refuse(StatusCode::NOT_FOUND);
         };
-        if !tenant.users.iter().any(|u| u.extension == callee) {
-            return respond(StatusCode::NOT_FOUND);
-        }
-        if self.calls.lock().expect("calls lock").len() >= MAX_CALLS {
-            return respond(StatusCode::SERVICE_UNAVAILABLE);
-        }
-        let contacts = match bindings::list(self.store.as_ref(), &domain, &callee).await {
-            Ok(found) => found,
-            Err(error) => {
-                tracing::warn!(%error, "bindings unavailable");
-                return respond(StatusCode::SERVICE_UNAVAILABLE);
-            }
+        let number_plan = self.number_plan(&tenant);
+        let Some(target) = target::resolve(&tenant, number_plan.as_ref(), &dialled) else {
+            return refuse(StatusCode::NOT_FOUND);
         };
-        // Every registered phone rings (bounded by the registrar's contacts per user).
-        let targets: Vec<(String, Peer)> = contacts
-            .into_iter()
-            .filter_map(|(b, _)| {
-                let peer = Peer {
-                    addr: b.source.parse().ok()?,
-                    transport: Transport::parse(&b.transport)?,
-                };
-                Some((b.contact, peer))
+        let direction = match target {
+            Target::External(_) => Direction::Outbound,
+            _ => Direction::Internal,
+        };
+        let origin = Origin {
+            caller: Caller::User(Box::new(user)),
+            dialled,
+            direction,
+        };
+        Ok((tenant, origin, target))
+    }
+
+    /// A call from a trunk's carrier to one of the numbers it delivers (RFC 3261 has no
+    /// authentication for it: the carrier is trusted by its source address alone).
+    fn trunk_call(
+        &self,
+        request: &Request,
+        caller: Peer,
+    ) -> Result<(Arc<TenantSnapshot>, Origin, Target), Option<Bytes>> {
+        let Some(trunk) = self.directory.trunk_for_source(caller.addr.ip()) else {
+            tracing::info!(source = %caller.addr, "INVITE for no tenant from an untrusted source");
+            let refused = Refused {
+                status: StatusCode::FORBIDDEN,
+                reason: Some("untrusted source".into()),
+            };
+            return Err(answer(request, refused));
+        };
+        let not_found = || Err(answer(request, StatusCode::NOT_FOUND.into()));
+        let Some(dialled) = request_user(request) else {
+            return not_found();
+        };
+        let plan = NumberPlan::from_trunk(&trunk);
+        let Ok(number) = plan.normalise(&dialled) else {
+            return not_found();
+        };
+        let (namespace, name) = (&trunk.source.namespace, &trunk.source.name);
+        let Some((tenant, entry)) = self.directory.number(namespace, name, &number) else {
+            return not_found();
+        };
+        let Some(target) = target::parse_forward_target(&tenant, &entry.target) else {
+            return not_found();
+        };
+        let from = request
+            .headers()
+            .from()
+            .ok()
+            .and_then(|from| match from.uri() {
+                Uri::Sip(uri) => uri
+                    .user()
+                    .map(|u| plan.normalise(u).unwrap_or(u.to_string())),
+                _ => None,
             })
-            .collect();
-        if targets.is_empty() {
-            return respond(StatusCode::TEMPORARILY_UNAVAILABLE);
-        }
-        let pool = self.media_pool(&tenant.source.namespace, &tenant.media_pool);
-        let call = match Call::start(
-            self.clone(),
-            request.clone(),
-            caller,
-            &tenant,
-            &caller_user,
-            &targets,
-            pool,
-            self.out.clone(),
-        )
-        .await
-        {
-            Ok(call) => call,
-            Err(status) => return respond(status),
+            .unwrap_or_else(|| "anonymous".into());
+        let origin = Origin {
+            caller: Caller::External {
+                number: from,
+                trunk: name.clone(),
+            },
+            dialled: number,
+            direction: Direction::Inbound,
         };
-        {
-            let mut calls = self.calls.lock().expect("calls lock");
-            calls.insert(call.a_call_id().to_string(), call.clone());
-            calls.insert(call.b_call_id().to_string(), call.clone());
+        Ok((tenant, origin, target))
+    }
+
+    /// The number plan of `tenant`'s first outbound trunk, if it has one.
+    fn number_plan(&self, tenant: &TenantSnapshot) -> Option<NumberPlan> {
+        let policy = tenant.outbound.as_ref()?;
+        policy
+            .trunks
+            .iter()
+            .find_map(|name| self.directory.trunk(&tenant.source.namespace, name))
+            .map(|trunk| NumberPlan::from_trunk(&trunk))
+    }
+
+    /// Makes a call findable by every Call-ID it has (new branches add new ones).
+    fn adopt(&self, call: &Arc<Call>) {
+        let mut calls = self.calls.lock().expect("calls lock");
+        for call_id in call.call_ids() {
+            calls.entry(call_id).or_insert_with(|| call.clone());
         }
-        call.ring().await;
-        call.last_answer_to_caller()
     }
 
     /// A request inside an existing call (ACK, BYE, CANCEL, re-INVITE); `None` when unknown.
@@ -216,15 +362,19 @@ impl B2bua {
     /// Forgets a call that ended.
     fn forget(&self, call: &Call) {
         let mut calls = self.calls.lock().expect("calls lock");
-        calls.remove(call.a_call_id());
-        calls.remove(call.b_call_id());
+        for call_id in call.call_ids() {
+            calls.remove(&call_id);
+        }
     }
 
     /// Calls in progress (ended ones linger a while to absorb retransmissions; they don't count).
     pub fn active_calls(&self) -> usize {
         let calls = self.calls.lock().expect("calls lock");
-        // Each call is held under both legs' Call-IDs.
-        calls.values().filter(|call| !call.is_over()).count() / 2
+        // Each call is held under all its legs' Call-IDs: count it under the caller's.
+        calls
+            .iter()
+            .filter(|(id, call)| *id == call.a_call_id() && !call.is_over())
+            .count()
     }
 }
 
@@ -259,6 +409,15 @@ fn looped<'a>(request: &Request, ours: impl Iterator<Item = &'a SocketAddr> + Cl
         ours.clone()
             .any(|address| address.port() == port && address.ip().to_string() == host)
     })
+}
+
+/// The final answer to `request` for `refused`, with its reason phrase.
+fn answer(request: &Request, refused: Refused) -> Option<Bytes> {
+    let mut builder = ResponseBuilder::for_request(request, refused.status).to_tag(call::tag());
+    if let Some(reason) = refused.reason {
+        builder = builder.reason(reason);
+    }
+    builder.build().ok()
 }
 
 fn request_domain(request: &Request) -> Option<String> {

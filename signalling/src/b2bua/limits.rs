@@ -1,0 +1,196 @@
+//! Licence and trunk limits, enforced cluster-wide through counters in the coordination store
+//! (`centrex_coord::calls`): a user's concurrent calls, a tenant's concurrent calls and calls per
+//! second, a trunk's channels and calls per second. Every counter a call takes is lease-bound
+//! and released when the call ends, so a crashed instance never leaks one.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use centrex_coord::calls::{self, Slot};
+use centrex_coord::lease::KeptLease;
+use centrex_coord::snapshot::{TenantSnapshot, TrunkSnapshot, UserEntry};
+use centrex_coord::{Store, StoreError, keys};
+
+use crate::sip::StatusCode;
+
+/// Why a call was not admitted: the SIP answer and its reason phrase.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("caller is at their concurrent-call limit")]
+    CallerBusy,
+    #[error("tenant concurrent-call limit reached")]
+    TenantConcurrent,
+    #[error("tenant calls-per-second limit reached")]
+    TenantRate,
+    #[error("trunk channels all in use")]
+    TrunkChannels,
+    #[error("trunk calls-per-second limit reached")]
+    TrunkRate,
+    #[error("call counters unavailable")]
+    StoreUnavailable,
+}
+
+impl Refusal {
+    /// 486 when a person is busy; 503 when the platform or a licence is at its limit.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Refusal::CallerBusy => StatusCode::BUSY_HERE,
+            _ => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// Whether the caller should retry a little later (a rate, not a capacity).
+    pub fn retry_after(&self) -> Option<u32> {
+        matches!(self, Refusal::TenantRate | Refusal::TrunkRate).then_some(1)
+    }
+}
+
+impl From<StoreError> for Refusal {
+    fn from(error: StoreError) -> Self {
+        tracing::warn!(%error, "call counters unavailable");
+        Refusal::StoreUnavailable
+    }
+}
+
+/// Counters a call (or one of its branches) holds; given back with [`Limits::release`].
+#[derive(Debug, Default)]
+pub struct Held {
+    slots: Vec<Slot>,
+}
+
+impl Held {
+    fn push(&mut self, slot: Slot) {
+        self.slots.push(slot);
+    }
+
+    /// Takes the other's counters over.
+    pub fn absorb(&mut self, other: Held) {
+        self.slots.extend(other.slots);
+    }
+}
+
+/// The counters of one signalling instance, under its kept lease.
+pub struct Limits {
+    store: Arc<dyn Store>,
+    lease: Arc<KeptLease>,
+}
+
+impl Limits {
+    pub fn new(store: Arc<dyn Store>, lease: Arc<KeptLease>) -> Self {
+        Self { store, lease }
+    }
+
+    /// Admits a new call of `tenant`: its calls-per-second window, its concurrent calls and,
+    /// when the caller is one of its users, the caller's own concurrent calls.
+    pub async fn admit(
+        &self,
+        tenant: &TenantSnapshot,
+        caller: Option<&UserEntry>,
+        call_id: &str,
+    ) -> Result<Held, Refusal> {
+        let lease = self.lease.get().await?;
+        let store = self.store.as_ref();
+        let rate = keys::tenant_rate(&tenant.domain);
+        if !calls::admit_rate(store, &rate, tenant.limits.calls_per_second, now(), lease).await? {
+            return Err(Refusal::TenantRate);
+        }
+        let mut held = Held::default();
+        if let Some(user) = caller {
+            match self.hold_user(&tenant.domain, user, call_id).await? {
+                Some(slot) => held.push(slot),
+                None => return Err(Refusal::CallerBusy),
+            }
+        }
+        let prefix = keys::tenant_calls(&tenant.domain);
+        match calls::acquire(
+            store,
+            &prefix,
+            tenant.limits.concurrent_calls,
+            call_id,
+            lease,
+        )
+        .await
+        {
+            Ok(Some(slot)) => held.push(slot),
+            outcome => {
+                self.release(held).await;
+                outcome?;
+                return Err(Refusal::TenantConcurrent);
+            }
+        }
+        Ok(held)
+    }
+
+    /// A slot of `user`'s concurrent calls; `None` when they are at their limit (busy).
+    pub async fn hold_user(
+        &self,
+        domain: &str,
+        user: &UserEntry,
+        call_id: &str,
+    ) -> Result<Option<Slot>, StoreError> {
+        let lease = self.lease.get().await?;
+        let prefix = keys::user_calls(domain, &user.extension);
+        calls::acquire(
+            self.store.as_ref(),
+            &prefix,
+            u32::from(user.max_calls),
+            call_id,
+            lease,
+        )
+        .await
+    }
+
+    /// Takes one of `user`'s slots into `held`; `false` when they are busy.
+    pub async fn hold_user_into(
+        &self,
+        held: &mut Held,
+        domain: &str,
+        user: &UserEntry,
+        call_id: &str,
+    ) -> Result<bool, StoreError> {
+        Ok(match self.hold_user(domain, user, call_id).await? {
+            Some(slot) => {
+                held.push(slot);
+                true
+            }
+            None => false,
+        })
+    }
+
+    /// Whether `user` is at their concurrent-call limit right now (hunt groups skip them).
+    pub async fn user_busy(&self, domain: &str, user: &UserEntry) -> Result<bool, StoreError> {
+        let prefix = keys::user_calls(domain, &user.extension);
+        Ok(calls::held(self.store.as_ref(), &prefix).await? >= usize::from(user.max_calls))
+    }
+
+    /// A channel of `trunk` and a place in its calls-per-second window.
+    pub async fn hold_trunk(&self, trunk: &TrunkSnapshot, call_id: &str) -> Result<Held, Refusal> {
+        let lease = self.lease.get().await?;
+        let store = self.store.as_ref();
+        let (namespace, name) = (&trunk.source.namespace, &trunk.source.name);
+        let rate = keys::trunk_rate(namespace, name);
+        if !calls::admit_rate(store, &rate, trunk.calls_per_second, now(), lease).await? {
+            return Err(Refusal::TrunkRate);
+        }
+        let prefix = keys::trunk_calls(namespace, name);
+        match calls::acquire(store, &prefix, trunk.max_channels, call_id, lease).await? {
+            Some(slot) => Ok(Held { slots: vec![slot] }),
+            None => Err(Refusal::TrunkChannels),
+        }
+    }
+
+    /// Gives counters back (best effort: a slot left behind goes with the lease).
+    pub async fn release(&self, held: Held) {
+        for slot in held.slots {
+            if let Err(error) = calls::release(self.store.as_ref(), &slot).await {
+                tracing::warn!(%error, key = slot.key, "call slot not released; its lease will");
+            }
+        }
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
