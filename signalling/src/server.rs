@@ -77,6 +77,14 @@ impl Server {
         }
     }
 
+    /// Sends call detail records to `records` (by default they go to the log).
+    pub fn with_records(mut self, records: Arc<dyn crate::cdr::RecordSink>) -> Self {
+        Arc::get_mut(&mut self.b2bua)
+            .expect("records are set before the server is shared")
+            .set_records(records);
+        self
+    }
+
     /// How long a drain waits for calls to end.
     pub fn with_drain_timeout(mut self, timeout: Duration) -> Self {
         self.drain_timeout = timeout;

@@ -32,6 +32,7 @@ use crate::routing::numbers::NumberPlan;
 use crate::routing::target::{self, Target};
 use crate::sip::{HeaderName, Request, Response, ResponseBuilder, StatusCode, Uri};
 use crate::transport::{Outbound, Peer, Transport};
+pub use call::tag as random_token;
 use call::{Call, Caller, Origin, Refused, Services};
 use limits::Limits;
 use plan::{Plan, World};
@@ -106,10 +107,9 @@ impl B2bua {
         }
     }
 
-    /// Sends call detail records to `records` instead of the log alone.
-    pub fn with_records(mut self, records: Arc<dyn RecordSink>) -> Self {
+    /// Sends call detail records to `records` instead of the log.
+    pub fn set_records(&mut self, records: Arc<dyn RecordSink>) {
         self.records = records;
-        self
     }
 
     /// A new INVITE (no To tag) from `caller`; returns the immediate answer.

@@ -3,10 +3,12 @@
 
 #![allow(dead_code)]
 
+pub mod phone;
+
 use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
 use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use centrex_coord::snapshot::{self as snap, DigestCredentials, TenantSnapshot};
 use centrex_coord::store::MemoryStore;
@@ -14,14 +16,15 @@ use centrex_coord::testing::eventually;
 use centrex_coord::{Store, keys};
 use centrex_signalling::auth::authenticator::Authenticator;
 use centrex_signalling::auth::digest::Algorithm;
+use centrex_signalling::cdr::{CallRecord, RecordSink};
 use centrex_signalling::directory::Directory;
 use centrex_signalling::server::{Server, TcpLimits};
 
 pub const DOMAIN: &str = "acme.example.com";
 
-/// A tenant with users `100` (password `secret-100`) and `101` (`secret-101`).
-pub fn tenant() -> TenantSnapshot {
-    let user = |extension: &str| snap::UserEntry {
+/// User `extension` of the test tenant, with password `secret-<extension>` and 2 calls at most.
+pub fn user(extension: &str) -> snap::UserEntry {
+    snap::UserEntry {
         extension: extension.into(),
         display_name: None,
         credentials: DigestCredentials::derive(
@@ -34,7 +37,11 @@ pub fn tenant() -> TenantSnapshot {
         direct_number: None,
         mobile_number: None,
         forwarding: Default::default(),
-    };
+    }
+}
+
+/// A tenant with users `100` (password `secret-100`) and `101` (`secret-101`).
+pub fn tenant() -> TenantSnapshot {
     TenantSnapshot {
         schema: snap::SCHEMA_VERSION,
         source: snap::Source {
@@ -68,6 +75,25 @@ pub struct Platform {
     /// SIP over TCP.
     pub tcp: SocketAddr,
     pub server: Arc<Server>,
+    /// Call detail records written so far.
+    pub records: Arc<Records>,
+}
+
+/// A call record sink that keeps what it is given, for the tests to read.
+#[derive(Default)]
+pub struct Records(Mutex<Vec<CallRecord>>);
+
+impl Records {
+    /// Records written so far.
+    pub fn all(&self) -> Vec<CallRecord> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+impl RecordSink for Records {
+    fn record(&self, record: &CallRecord) {
+        self.0.lock().unwrap().push(record.clone());
+    }
 }
 
 impl Platform {
@@ -77,15 +103,39 @@ impl Platform {
 
     /// A platform whose TCP transport has `limits`.
     pub async fn start_with(limits: TcpLimits) -> Self {
+        Self::launch(limits, tenant(), vec![]).await
+    }
+
+    /// A platform serving `tenant` (in namespace `default`) and `trunks`.
+    pub async fn serving(tenant: TenantSnapshot, trunks: Vec<snap::TrunkSnapshot>) -> Self {
+        Self::launch(TcpLimits::default(), tenant, trunks).await
+    }
+
+    async fn launch(
+        limits: TcpLimits,
+        tenant: TenantSnapshot,
+        trunks: Vec<snap::TrunkSnapshot>,
+    ) -> Self {
         let store = MemoryStore::new();
+        let name = tenant.source.name.clone();
         store
             .put(
-                &keys::tenant("default", "acme"),
-                serde_json::to_vec(&tenant()).unwrap(),
+                &keys::tenant("default", &name),
+                serde_json::to_vec(&tenant).unwrap(),
                 None,
             )
             .await
             .unwrap();
+        for trunk in &trunks {
+            store
+                .put(
+                    &keys::trunk("default", &trunk.source.name),
+                    serde_json::to_vec(trunk).unwrap(),
+                    None,
+                )
+                .await
+                .unwrap();
+        }
         let directory = Directory::default();
         let shared: Arc<dyn Store> = Arc::new(store.clone());
         tokio::spawn({
@@ -96,12 +146,19 @@ impl Platform {
             directory.tenant(DOMAIN).map(|_| ())
         })
         .await;
+        for trunk in &trunks {
+            eventually("the trunks to reach the directory", || async {
+                directory.trunk("default", &trunk.source.name).map(|_| ())
+            })
+            .await;
+        }
         let media_grpc = media_node(&shared).await;
         let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let sip = socket.local_addr().unwrap();
         // sipp 3.6 answers only the first challenge and knows only MD5.
         let auth = Authenticator::new().with_algorithms(vec![Algorithm::Md5]);
-        let server = Arc::new(Server::new(shared, directory, auth));
+        let records = Arc::new(Records::default());
+        let server = Arc::new(Server::new(shared, directory, auth).with_records(records.clone()));
         tokio::spawn(server.clone().serve_udp(socket, std::future::pending()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let tcp = listener.local_addr().unwrap();
@@ -116,6 +173,7 @@ impl Platform {
             sip,
             tcp,
             server,
+            records,
         }
     }
 }
@@ -147,11 +205,16 @@ async fn media_node(store: &Arc<dyn Store>) -> SocketAddr {
 
 /// Runs sipp bound to 127.0.0.1:`port` with `args`; blocking (use `spawn_blocking`).
 pub fn sipp_at(target: SocketAddr, port: u16, dir: &Path, args: &[&str]) -> Output {
+    sipp_on("127.0.0.1", target, port, dir, args)
+}
+
+/// Runs sipp bound to `ip`:`port` (any 127.0.0.0/8 address: a carrier apart from the phones).
+pub fn sipp_on(ip: &str, target: SocketAddr, port: u16, dir: &Path, args: &[&str]) -> Output {
     let output = Command::new("sipp")
         .arg(target.to_string())
         .args([
             "-i",
-            "127.0.0.1",
+            ip,
             "-p",
             &port.to_string(),
             "-m",
