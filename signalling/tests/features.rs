@@ -617,3 +617,41 @@ async fn final_from(socket: &tokio::net::UdpSocket) -> String {
         }
     }
 }
+
+// --- topology hiding -----------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_of_one_party_reaches_the_other() {
+    let platform = Platform::serving(acme(|_| {}), vec![]).await;
+    let callee = Phone::register(platform.sip, "101", Behaviour::Answer).await;
+    let caller = Dialer::new(platform.sip, "100").await;
+    let dialled = caller.call("101").await;
+    assert_eq!(dialled.status(), 200);
+    let invite = callee.invite().await;
+    let ours = platform.sip.to_string();
+    // The callee sees our Via, Contact and relay address, none of the caller's identifiers.
+    for caller_detail in [
+        header(&dialled.invite, "Call-ID"),
+        header(&dialled.invite, "Via"),
+        header(&dialled.invite, "Contact"),
+        "m=audio 4000 ",
+    ] {
+        assert!(
+            !invite.contains(caller_detail),
+            "{caller_detail:?} leaked: {invite}"
+        );
+    }
+    assert!(header(&invite, "Via").contains(&ours), "{invite}");
+    assert!(header(&invite, "Contact").contains(&ours), "{invite}");
+    // And the caller sees nothing of the callee: its tag, Contact and media port are ours.
+    let callee_port = format!("m=audio {} ", callee.addr.port());
+    assert!(
+        !dialled.response.contains(&callee_port),
+        "{}",
+        dialled.response
+    );
+    assert!(!dialled.response.contains(&callee.addr.to_string()));
+    assert!(header(&dialled.response, "Contact").contains(&ours));
+    caller.ack(&dialled).await;
+    caller.hang_up(&dialled).await;
+}
