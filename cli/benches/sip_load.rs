@@ -64,9 +64,13 @@ const TARGET_RSS_MIB: f64 = 1024.0;
 const KAMAILIO_CALLS: u32 = 5_500;
 const KAMAILIO_REGISTERS: u32 = 28_000;
 
-/// The caller and the callee of the call parts; the REGISTER part's users.
-const CALLER: &str = "100";
-const CALLEE: &str = "101";
+/// The callers and callees of the call parts, in pairs: a user may have 8 calls at most (their
+/// licence), so 20,000 concurrent calls need 2,500 pairs at least; a tenant has 1,000 users at
+/// most, so the pairs are spread over tenants. The REGISTER part's users.
+const CALL_PAIRS: u32 = 3_000;
+const PAIRS_PER_TENANT: u32 = 500;
+const FIRST_CALLER: u32 = 10_000;
+const FIRST_CALLEE: u32 = 20_000;
 const REGISTER_USERS: u32 = 1_000;
 const FIRST_REGISTER_USER: u32 = 1_000;
 
@@ -272,13 +276,13 @@ fn run(options: &Options) -> anyhow::Result<()> {
                 figures.reference_registers = Some(ceiling(&mut rig, plan.register_ladder, &plan)?);
             }
             Part::Calls => {
-                let manifests = write_manifests(&dir.join("calls"), &[CALLER, CALLEE])?;
+                let manifests = write_tenants(&dir.join("calls"), &call_tenants())?;
                 let mut rig = Rig::new(Load::Calls, Server::Centrex(manifests), &dir);
                 figures.calls = Some(ceiling(&mut rig, plan.call_ladder, &plan)?);
             }
             Part::Register => {
-                let users: Vec<&str> = register_users.iter().map(String::as_str).collect();
-                let manifests = write_manifests(&dir.join("register"), &users)?;
+                let manifests =
+                    write_tenants(&dir.join("register"), std::slice::from_ref(&register_users))?;
                 let mut rig = Rig::new(Load::Registers, Server::Centrex(manifests), &dir);
                 figures.registers = Some(ceiling(&mut rig, plan.register_ladder, &plan)?);
             }
@@ -299,12 +303,12 @@ fn run(options: &Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes the manifests of a tenant of `extensions` under `dir`; returns `dir`.
-fn write_manifests(dir: &Path, extensions: &[&str]) -> anyhow::Result<PathBuf> {
+/// Writes the manifests of tenants of these extensions under `dir` (see
+/// [`platform::manifests`]); returns `dir`.
+fn write_tenants(dir: &Path, tenants: &[Vec<String>]) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
     let pools = include_str!("../../examples/quickstart/pools.yaml");
-    let extensions: Vec<String> = extensions.iter().map(|e| e.to_string()).collect();
-    for (name, text) in platform::manifests(&extensions, pools) {
+    for (name, text) in platform::manifests(tenants, pools) {
         std::fs::write(dir.join(name), text)?;
     }
     Ok(dir.to_path_buf())
@@ -423,12 +427,13 @@ impl<'a> Rig<'a> {
             }
             Load::Registers => {
                 // Ready once it answers a REGISTER.
-                let first = FIRST_REGISTER_USER.to_string();
+                let first = [FIRST_REGISTER_USER.to_string()];
                 register(
                     self.dir,
                     self.sip,
                     free_port(false)?,
                     &first,
+                    DOMAIN,
                     &mut self.platform,
                 )?;
             }
@@ -484,18 +489,12 @@ impl<'a> Rig<'a> {
         let mut extra = sipp::caller_flags(rate, planned, limit, 0, timeout);
         let scenario = match (&self.server, self.load) {
             (Server::Centrex(_), Load::Calls) => {
-                extra.extend(
-                    [
-                        "-set", "domain", DOMAIN, "-set", "user", CALLER, "-s", CALLEE, "-au",
-                        CALLER,
-                    ]
-                    .map(String::from),
-                );
-                extra.extend(["-ap".to_string(), platform::password(CALLER)]);
+                std::fs::write(self.dir.join("calls.csv"), calls_csv())?;
+                extra.extend(["-inf", "calls.csv"].map(String::from));
                 Scenario::File("uac_call.xml")
             }
             (Server::Sipp, Load::Calls) => {
-                extra.extend(["-s", CALLEE].map(String::from));
+                extra.extend(["-s", &FIRST_CALLEE.to_string()].map(String::from));
                 Scenario::BuiltIn("uac")
             }
             (_, Load::Registers) => {
@@ -612,7 +611,10 @@ fn start_callee(
     platform: &mut Option<Process>,
 ) -> anyhow::Result<(Process, String)> {
     let port = free_port(false)?;
-    register(dir, sip, port, CALLEE, platform)?;
+    for (tenant, users) in call_tenants().iter().enumerate() {
+        let callees = &users[users.len() / 2..];
+        register(dir, sip, port, callees, &platform::domain(tenant), platform)?;
+    }
     let label = format!("{name}-callee-{start}");
     let callee = Sipp {
         scenario: Scenario::File("uas_answer.xml"),
@@ -632,20 +634,22 @@ fn start_callee(
     Ok((process, label))
 }
 
-/// Registers `extension` from 127.0.0.1:`port` with one REGISTER transaction pair, retrying
-/// until the platform answers (bounded by [`STARTUP`]); fails early if the platform exits.
+/// Registers `extensions` from 127.0.0.1:`port` with one REGISTER transaction pair each,
+/// retrying until the platform answers (bounded by [`STARTUP`]); fails early if the platform
+/// exits.
 fn register(
     dir: &Path,
     sip: SocketAddr,
     port: u16,
-    extension: &str,
+    extensions: &[String],
+    domain: &str,
     platform: &mut Option<Process>,
 ) -> anyhow::Result<()> {
+    let extension = extensions.first().map_or("nobody", String::as_str);
     let users = format!("register-{extension}.csv");
-    std::fs::write(
-        dir.join(&users),
-        platform::users_csv(&[extension.to_string()]),
-    )?;
+    std::fs::write(dir.join(&users), platform::users_csv(extensions))?;
+    let count = extensions.len().to_string();
+    let timeout = format!("{}s", extensions.len() / 500 + 5);
     let deadline = Instant::now() + STARTUP;
     let mut attempt = 0;
     loop {
@@ -659,13 +663,15 @@ fn register(
             extra: [
                 "-set",
                 "domain",
-                DOMAIN,
+                domain,
                 "-inf",
                 &users,
                 "-m",
-                "1",
+                &count,
+                "-r",
+                "1000",
                 "-timeout",
-                "3s",
+                &timeout,
                 "-timeout_error",
             ]
             .map(String::from)
@@ -673,7 +679,7 @@ fn register(
         };
         let mut process = spawn_sipp(dir, &sipp)?;
         if process
-            .wait_for(Duration::from_secs(10))
+            .wait_for(Duration::from_secs(10 + extensions.len() as u64 / 500))
             .is_some_and(|s| s.success())
         {
             return Ok(());
@@ -686,6 +692,35 @@ fn register(
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// The call parts' pairs: `(caller, callee, tenant index)`.
+fn call_pairs() -> Vec<(String, String, usize)> {
+    (0..CALL_PAIRS)
+        .map(|i| {
+            let tenant = (i / PAIRS_PER_TENANT) as usize;
+            let (caller, callee) = (FIRST_CALLER + i, FIRST_CALLEE + i);
+            (caller.to_string(), callee.to_string(), tenant)
+        })
+        .collect()
+}
+
+/// The users of each of the call parts' tenants: its callers, then its callees.
+fn call_tenants() -> Vec<Vec<String>> {
+    let pairs = call_pairs();
+    let tenants = pairs.iter().map(|(_, _, t)| t + 1).max().unwrap_or(0);
+    (0..tenants)
+        .map(|tenant| {
+            let mine: Vec<_> = pairs.iter().filter(|p| p.2 == tenant).collect();
+            let callers = mine.iter().map(|p| p.0.clone());
+            callers.chain(mine.iter().map(|p| p.1.clone())).collect()
+        })
+        .collect()
+}
+
+/// The injection file of the call parts' caller: one pair per call, in turn.
+fn calls_csv() -> String {
+    platform::calls_csv(&call_pairs())
 }
 
 /// Starts a sipp in `dir`, its screen output in `<label>.out`.
@@ -899,7 +934,7 @@ fn memory(plan: &Plan, dir: &Path) -> anyhow::Result<MemoryFigures> {
     let etcd = runtime.block_on(centrex_coord::testing::Etcd::start());
     let endpoint = etcd.endpoint();
     let store = runtime.block_on(etcd.store());
-    let manifests_dir = write_manifests(&dir.join("memory"), &[CALLER, CALLEE])?;
+    let manifests_dir = write_tenants(&dir.join("memory"), &call_tenants())?;
     let manifests = centrex_operator::manifests::Manifests::load(&manifests_dir)?;
     let published = runtime.block_on(centrex_operator::local::publish_all(&manifests, &store))?;
     if published.tenants.is_empty() || !published.refused.is_empty() {
@@ -997,13 +1032,8 @@ fn memory(plan: &Plan, dir: &Path) -> anyhow::Result<MemoryFigures> {
         hold_ms,
         timeout,
     );
-    extra.extend(
-        [
-            "-set", "domain", DOMAIN, "-set", "user", CALLER, "-s", CALLEE, "-au", CALLER,
-        ]
-        .map(String::from),
-    );
-    extra.extend(["-ap".to_string(), platform::password(CALLER)]);
+    std::fs::write(dir.join("calls.csv"), calls_csv())?;
+    extra.extend(["-inf", "calls.csv"].map(String::from));
     let caller = Sipp {
         scenario: Scenario::File("uac_call.xml"),
         remote: sip,

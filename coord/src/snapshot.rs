@@ -35,6 +35,23 @@ pub struct TenantSnapshot {
     pub media_pool: String,
 }
 
+impl TenantSnapshot {
+    /// The user with `extension`: a binary search when the users are sorted by extension (the
+    /// operator publishes them so, and signalling sorts what it reads), a scan otherwise.
+    pub fn user(&self, extension: &str) -> Option<&UserEntry> {
+        self.users
+            .binary_search_by(|u| u.extension.as_str().cmp(extension))
+            .ok()
+            .map(|i| &self.users[i])
+            .or_else(|| self.users.iter().find(|u| u.extension == extension))
+    }
+
+    /// Sorts the users by extension, so that [`TenantSnapshot::user`] is a binary search.
+    pub fn sort_users(&mut self) {
+        self.users.sort_by(|a, b| a.extension.cmp(&b.extension));
+    }
+}
+
 /// Digest credentials of one SIP identity: HA1 = H(username ":" realm ":" password).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DigestCredentials {

@@ -14,8 +14,7 @@ use crate::drain::DrainState;
 use crate::metrics::{EndReason, Metrics};
 use crate::ports::{PortAllocator, PortPair};
 use crate::relay::{
-    Backend, LegChange, LegSetup, LegStats, PayloadTypes, Relay, RelayError, RtcpSocket,
-    WorkerSettings,
+    Backend, LegChange, LegSetup, LegStats, Relay, RelayError, RtcpSocket, WorkerSettings,
 };
 use crate::session::{
     LegId, LegRecord, LegUpdate, LegView, SessionId, SessionRecord, SessionRequest, SessionTable,
@@ -202,7 +201,7 @@ impl Node {
             rtp,
             rtcp,
             remote: leg.remote,
-            payload_types: PayloadTypes::default(),
+            payload_types: leg.payload_types,
         });
         table.insert(request.id.clone(), record.clone());
         self.sessions_changed(table.len());

@@ -86,6 +86,8 @@ pub struct LegRequest {
     pub rtcp_mux: bool,
     /// The peer's RTP address, when SDP already gave it.
     pub remote: Option<SocketAddr>,
+    /// Payload types the peer's SDP offered.
+    pub payload_types: PayloadTypes,
 }
 
 /// A validated CreateSession.

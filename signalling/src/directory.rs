@@ -205,7 +205,8 @@ impl Kind {
     fn put(self, index: &mut Index, key: String, value: &[u8]) {
         match self {
             Kind::Tenants => {
-                if let Some(snapshot) = decode::<TenantSnapshot>(&key, value, |s| s.schema) {
+                if let Some(mut snapshot) = decode::<TenantSnapshot>(&key, value, |s| s.schema) {
+                    snapshot.sort_users();
                     index.put(key, snapshot);
                 }
             }

@@ -98,7 +98,7 @@ impl MediaPool {
         session_id: &str,
         call_id: &str,
         tenant: &str,
-        rtcp_mux: bool,
+        caller: &Remote,
     ) -> Result<Anchor, MediaError> {
         let mut nodes = self.nodes().await?;
         let mut last = None;
@@ -108,7 +108,7 @@ impl MediaPool {
             };
             nodes.retain(|n| n.node_id != node.node_id);
             match self
-                .create(&node, session_id, call_id, tenant, rtcp_mux)
+                .create(&node, session_id, call_id, tenant, caller)
                 .await
             {
                 Ok(anchor) => return Ok(anchor),
@@ -144,19 +144,9 @@ impl MediaPool {
         let request = UpdateLegRequest {
             session_id: anchor.session_id.clone(),
             leg_id: leg.into(),
-            remote: Some(Endpoint {
-                address: remote.ip().to_string(),
-                port: remote.port().into(),
-            }),
+            remote: Some(endpoint(remote)),
             rtcp_mux,
-            payload_types: payload_types
-                .iter()
-                .map(|(id, encoding, clock_rate)| PayloadType {
-                    id: (*id).into(),
-                    encoding: encoding.clone(),
-                    clock_rate: *clock_rate,
-                })
-                .collect(),
+            payload_types: wire_payload_types(payload_types),
         };
         let mut client = self.client(anchor.node)?;
         client
@@ -191,19 +181,28 @@ impl MediaPool {
         session_id: &str,
         call_id: &str,
         tenant: &str,
-        rtcp_mux: bool,
+        caller: &Remote,
     ) -> Result<Anchor, MediaError> {
         let address = node.grpc_address;
-        let leg = |id: &str| LegSpec {
-            leg_id: id.into(),
-            rtcp_mux,
+        // Leg A is ready at once (the caller's offer says where it listens); leg B waits for
+        // the answer. Both bind one port each when the caller offered rtcp-mux.
+        let a = LegSpec {
+            leg_id: "a".into(),
+            rtcp_mux: caller.rtcp_mux,
+            remote: Some(endpoint(caller.rtp)),
+            payload_types: wire_payload_types(&caller.payload_types),
+        };
+        let b = LegSpec {
+            leg_id: "b".into(),
+            rtcp_mux: caller.rtcp_mux,
             remote: None,
+            payload_types: vec![],
         };
         let request = CreateSessionRequest {
             session_id: session_id.into(),
             call_id: call_id.into(),
             tenant: tenant.into(),
-            legs: vec![leg("a"), leg("b")],
+            legs: vec![a, b],
         };
         let mut client = self.client(address)?;
         let session = client
@@ -266,6 +265,33 @@ impl MediaPool {
         }
         Ok(MediaControlClient::new(channels[&node].clone()))
     }
+}
+
+/// Where a party listens and what it offered, from its SDP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Remote {
+    pub rtp: SocketAddr,
+    pub rtcp_mux: bool,
+    /// `(payload type, encoding, clock rate)` of each `a=rtpmap`.
+    pub payload_types: Vec<(u8, String, u32)>,
+}
+
+fn endpoint(address: SocketAddr) -> Endpoint {
+    Endpoint {
+        address: address.ip().to_string(),
+        port: address.port().into(),
+    }
+}
+
+fn wire_payload_types(payload_types: &[(u8, String, u32)]) -> Vec<PayloadType> {
+    payload_types
+        .iter()
+        .map(|(id, encoding, clock_rate)| PayloadType {
+            id: (*id).into(),
+            encoding: encoding.clone(),
+            clock_rate: *clock_rate,
+        })
+        .collect()
 }
 
 fn with_deadline<T>(message: T) -> Request<T> {

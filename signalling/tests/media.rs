@@ -10,7 +10,7 @@ use centrex_coord::Store;
 use centrex_coord::store::MemoryStore;
 use centrex_coord::testing::eventually;
 use centrex_media_node::{Config, MediaNode};
-use centrex_signalling::media::MediaPool;
+use centrex_signalling::media::{MediaPool, Remote};
 use tokio::net::UdpSocket;
 
 async fn node(store: &Arc<dyn Store>, id: &str, max_sessions: u32) {
@@ -37,21 +37,32 @@ async fn pool_with(nodes: &[(&str, u32)]) -> MediaPool {
     pool
 }
 
+/// A caller listening at 127.0.0.1:4000.
+fn somewhere(rtcp_mux: bool) -> Remote {
+    Remote {
+        rtp: "127.0.0.1:4000".parse().unwrap(),
+        rtcp_mux,
+        payload_types: vec![],
+    }
+}
+
 #[tokio::test]
 async fn a_call_anchored_on_a_node_relays_rtp_between_the_parties() {
     let pool = pool_with(&[("media-0", 10)]).await;
-    let anchor = pool
-        .anchor("call-1", "call-1@test", "acme.example.com", false)
-        .await
-        .unwrap();
-    assert_ne!(anchor.a.port, anchor.b.port);
-
     let alice = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let bob = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let pcmu = [(0u8, "PCMU".to_string(), 8000u32)];
-    pool.point(&anchor, "a", alice.local_addr().unwrap(), false, &pcmu)
+    // The caller's leg is pointed by the allocation itself; the callee's once it answers.
+    let caller = Remote {
+        rtp: alice.local_addr().unwrap(),
+        rtcp_mux: false,
+        payload_types: pcmu.to_vec(),
+    };
+    let anchor = pool
+        .anchor("call-1", "call-1@test", "acme.example.com", &caller)
         .await
         .unwrap();
+    assert_ne!(anchor.a.port, anchor.b.port);
     pool.point(&anchor, "b", bob.local_addr().unwrap(), false, &pcmu)
         .await
         .unwrap();
@@ -81,11 +92,21 @@ async fn a_call_anchored_on_a_node_relays_rtp_between_the_parties() {
 async fn a_retried_allocation_returns_the_same_session() {
     let pool = pool_with(&[("media-0", 10)]).await;
     let first = pool
-        .anchor("call-2", "call-2@test", "acme.example.com", false)
+        .anchor(
+            "call-2",
+            "call-2@test",
+            "acme.example.com",
+            &somewhere(false),
+        )
         .await
         .unwrap();
     let again = pool
-        .anchor("call-2", "call-2@test", "acme.example.com", false)
+        .anchor(
+            "call-2",
+            "call-2@test",
+            "acme.example.com",
+            &somewhere(false),
+        )
         .await
         .unwrap();
     assert_eq!(first, again);
@@ -94,13 +115,19 @@ async fn a_retried_allocation_returns_the_same_session() {
 #[tokio::test]
 async fn a_full_node_is_passed_over_for_the_next() {
     let pool = pool_with(&[("media-0", 1), ("media-1", 1)]).await;
-    let first = pool.anchor("call-3", "c3", "t", true).await.unwrap();
-    let second = pool.anchor("call-4", "c4", "t", true).await.unwrap();
+    let first = pool
+        .anchor("call-3", "c3", "t", &somewhere(true))
+        .await
+        .unwrap();
+    let second = pool
+        .anchor("call-4", "c4", "t", &somewhere(true))
+        .await
+        .unwrap();
     assert_ne!(
         first.node, second.node,
         "the second call goes to the other node"
     );
     // Both nodes full now (the registrations may lag: the node itself refuses and we move on).
-    let third = pool.anchor("call-5", "c5", "t", true).await;
+    let third = pool.anchor("call-5", "c5", "t", &somewhere(true)).await;
     assert!(third.is_err(), "no capacity left anywhere");
 }

@@ -239,6 +239,7 @@ async fn start_relay(peer: SocketAddr, backend: Backend, first_port: u16) -> Rel
         let leg = LegRequest {
             rtcp_mux: true,
             remote: Some(peer),
+            payload_types: Default::default(),
         };
         let session = node
             .create(SessionRequest {

@@ -130,6 +130,7 @@ pub fn session_request(
         *slot = Some(LegRequest {
             rtcp_mux: leg.rtcp_mux,
             remote: remote(leg.remote.as_ref(), &format!("{field}.remote"), ipv4)?,
+            payload_types: payload_types(&leg.payload_types, &format!("{field}.payload_types"))?,
         });
     }
     let [Some(a), Some(b)] = legs else {
@@ -148,26 +149,32 @@ pub fn leg_update(request: pb::UpdateLegRequest, ipv4: bool) -> Result<LegUpdate
     let id = session_id(&request.session_id, "session_id")?;
     let leg = LegId::parse(&request.leg_id)
         .ok_or_else(|| InvalidArgument::new("leg_id", "must be \"a\" or \"b\""))?;
-    let mut ids = Vec::with_capacity(request.payload_types.len());
-    for (i, payload_type) in request.payload_types.iter().enumerate() {
-        let id = u8::try_from(payload_type.id)
-            .ok()
-            .filter(|&id| id < 128)
-            .ok_or_else(|| {
-                InvalidArgument::new(format!("payload_types[{i}].id"), "must be 0-127")
-            })?;
-        ids.push(id);
-    }
     Ok(LegUpdate {
         id,
         leg,
         remote: remote(request.remote.as_ref(), "remote", ipv4)?,
         rtcp_mux: request.rtcp_mux,
-        payload_types: if ids.is_empty() {
-            PayloadTypes::default()
-        } else {
-            PayloadTypes::only(ids)
-        },
+        payload_types: payload_types(&request.payload_types, "payload_types")?,
+    })
+}
+
+/// Reads the payload types SDP offered (none: any is relayed).
+fn payload_types(
+    offered: &[pb::PayloadType],
+    field: &str,
+) -> Result<PayloadTypes, InvalidArgument> {
+    let mut ids = Vec::with_capacity(offered.len());
+    for (i, payload_type) in offered.iter().enumerate() {
+        let id = u8::try_from(payload_type.id)
+            .ok()
+            .filter(|&id| id < 128)
+            .ok_or_else(|| InvalidArgument::new(format!("{field}[{i}].id"), "must be 0-127"))?;
+        ids.push(id);
+    }
+    Ok(if ids.is_empty() {
+        PayloadTypes::default()
+    } else {
+        PayloadTypes::only(ids)
     })
 }
 
@@ -258,6 +265,7 @@ mod tests {
                 address: address.into(),
                 port,
             }),
+            payload_types: vec![],
         }
     }
 

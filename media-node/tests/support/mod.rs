@@ -159,6 +159,7 @@ pub fn leg(id: &str, remote: Option<SocketAddr>, rtcp_mux: bool) -> pb::LegSpec 
         leg_id: id.into(),
         rtcp_mux,
         remote: remote.map(endpoint),
+        payload_types: vec![],
     }
 }
 

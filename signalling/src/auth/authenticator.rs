@@ -110,10 +110,16 @@ impl Authenticator {
         if freshness == NonceCheck::Unknown {
             return AuthOutcome::Challenge { stale: false };
         }
+        // Usernames are extensions; a user whose username differs is found by a scan.
         let user = tenant
-            .users
-            .iter()
-            .find(|u| u.credentials.username == credentials.username);
+            .user(&credentials.username)
+            .filter(|u| u.credentials.username == credentials.username)
+            .or_else(|| {
+                tenant
+                    .users
+                    .iter()
+                    .find(|u| u.credentials.username == credentials.username)
+            });
         let verified = user.is_some_and(|user| {
             let ha1 = match credentials.algorithm {
                 Algorithm::Md5 => &user.credentials.ha1_md5,

@@ -17,7 +17,7 @@ use super::limits::{Held, Limits};
 use super::plan::{Branch, Exhausted, Outcome, Plan, Stage};
 use crate::auth::client::ServerChallenge;
 use crate::cdr::{self, CallRecord, CallResult, CallTimes, Direction, RecordSink};
-use crate::media::{Anchor, MediaPool};
+use crate::media::{Anchor, MediaPool, Remote};
 use crate::routing::presentation;
 use crate::sdp;
 use crate::sip::{
@@ -277,42 +277,26 @@ impl Call {
         let caller_media =
             sdp::audio_endpoint(offer).map_err(|_| StatusCode::NOT_ACCEPTABLE_HERE)?;
         let pool = &services.pool;
+        let caller = Remote {
+            rtp: SocketAddr::new(caller_media.address, caller_media.port),
+            rtcp_mux: caller_media.rtcp_mux,
+            payload_types: caller_media.rtpmaps,
+        };
         let anchor = pool
-            .anchor(
-                &session_id(a_call_id),
-                a_call_id,
-                &tenant.domain,
-                caller_media.rtcp_mux,
-            )
+            .anchor(&session_id(a_call_id), a_call_id, &tenant.domain, &caller)
             .await
             .map_err(|error| {
                 tracing::warn!(%error, "cannot anchor media");
                 StatusCode::SERVICE_UNAVAILABLE
             })?;
-        let caller_rtp = SocketAddr::new(caller_media.address, caller_media.port);
-        let pointed = pool
-            .point(
-                &anchor,
-                "a",
-                caller_rtp,
-                caller_media.rtcp_mux,
-                &caller_media.rtpmaps,
-            )
-            .await;
-        let stage = match pointed {
-            Ok(()) => plan.first().await.map_err(|Exhausted(refusal)| {
-                let (status, reason) = refusal
-                    .unwrap_or((StatusCode::TEMPORARILY_UNAVAILABLE, "nobody to ring".into()));
-                Refused {
-                    status,
-                    reason: Some(reason),
-                }
-            }),
-            Err(error) => {
-                tracing::warn!(%error, "cannot point the caller's leg");
-                Err(StatusCode::SERVICE_UNAVAILABLE.into())
+        let stage = plan.first().await.map_err(|Exhausted(refusal)| {
+            let (status, reason) =
+                refusal.unwrap_or((StatusCode::TEMPORARILY_UNAVAILABLE, "nobody to ring".into()));
+            Refused {
+                status,
+                reason: Some(reason),
             }
-        };
+        });
         match stage {
             Ok(stage) => Ok((anchor, stage, hops - 1)),
             Err(refused) => {

@@ -189,7 +189,7 @@ impl Plan {
     /// unavailable forwards queued behind.
     async fn user(&mut self, extension: &str) -> Option<Stage> {
         let tenant = self.tenant.clone();
-        let Some(user) = tenant.users.iter().find(|u| u.extension == extension) else {
+        let Some(user) = tenant.user(extension) else {
             self.fail(StatusCode::NOT_FOUND, "no such extension");
             return None;
         };
@@ -314,7 +314,7 @@ impl Plan {
 
     /// A member can be rung: registered and below their call limit.
     async fn available(&self, extension: &str) -> bool {
-        let Some(user) = self.tenant.users.iter().find(|u| u.extension == extension) else {
+        let Some(user) = self.tenant.user(extension) else {
             return false;
         };
         let busy = self
@@ -336,7 +336,7 @@ impl Plan {
             ..Stage::default()
         };
         for member in members {
-            let Some(user) = tenant.users.iter().find(|u| &u.extension == member) else {
+            let Some(user) = tenant.user(member) else {
                 continue;
             };
             let phones = self.phones(user).await;

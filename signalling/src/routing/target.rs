@@ -87,7 +87,7 @@ pub fn parse_forward_target(tenant: &TenantSnapshot, s: &str) -> Option<Target> 
 
 /// The user or hunt group whose extension is `extension`.
 fn extension(tenant: &TenantSnapshot, extension: &str) -> Option<Target> {
-    if tenant.users.iter().any(|u| u.extension == extension) {
+    if tenant.user(extension).is_some() {
         Some(Target::User(extension.into()))
     } else if tenant.hunt_groups.iter().any(|g| g.extension == extension) {
         Some(Target::Group(extension.into()))
