@@ -259,7 +259,9 @@ async fn serve_sip(store: Arc<dyn Store>, sip: Sip, auth: Authenticator) -> anyh
         .await
         .with_context(|| format!("binding SIP on {}/tcp", sip.tcp))?;
     tracing::info!(addr = %sip.tcp, "SIP over TCP");
-    let mut server = Server::new(store, directory, auth).with_drain_timeout(sip.drain_timeout);
+    let mut server = Server::new(store, directory, auth)
+        .with_drain_timeout(sip.drain_timeout)
+        .with_instance_id(centrex_signalling::server::default_instance_id());
     if let Some(address) = sip.advertise {
         server = server.with_advertise(address);
     }
@@ -287,6 +289,11 @@ async fn serve_sip(store: Arc<dyn Store>, sip: Sip, auth: Authenticator) -> anyh
             .serve_tcp(listener, TcpLimits::default(), stopped()),
     );
     tokio::spawn(server.clone().serve_udp(socket, stopped()));
+    tracing::info!(
+        instance = server.instance_id(),
+        "keeping trunk registrations"
+    );
+    let trunks = tokio::spawn(server.clone().keep_trunks_registered(stopped()));
     shutdown_signal().await;
     server.drain();
     while !server.is_drained() {
@@ -294,8 +301,15 @@ async fn serve_sip(store: Arc<dyn Store>, sip: Sip, auth: Authenticator) -> anyh
     }
     tracing::info!(active_calls = server.active_calls(), "drained: stopping");
     let _ = stop.send(true);
+    // Trunks are un-registered and their elections resigned, so another instance takes over.
+    if tokio::time::timeout(TRUNKS_RELEASE, trunks).await.is_err() {
+        tracing::warn!("trunk registrations not released in time");
+    }
     Ok(())
 }
+
+/// How long stopping waits for the trunk registrations to be un-registered and resigned.
+const TRUNKS_RELEASE: Duration = Duration::from_secs(5);
 
 /// An authenticator offering `algorithms` (`SHA-256`, `MD5`) in that order.
 fn authenticator(algorithms: &[String]) -> anyhow::Result<Authenticator> {
