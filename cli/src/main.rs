@@ -293,18 +293,24 @@ async fn serve_sip(store: Arc<dyn Store>, sip: Sip, auth: Authenticator) -> anyh
         instance = server.instance_id(),
         "keeping trunk registrations"
     );
-    let trunks = tokio::spawn(server.clone().keep_trunks_registered(stopped()));
+    // Stopped before the transports: un-registering needs the carriers' answers.
+    let (release_trunks, trunks_released) = tokio::sync::watch::channel(false);
+    let trunks = tokio::spawn(server.clone().keep_trunks_registered(async move {
+        let mut released = trunks_released;
+        let _ = released.wait_for(|release| *release).await;
+    }));
     shutdown_signal().await;
     server.drain();
     while !server.is_drained() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tracing::info!(active_calls = server.active_calls(), "drained: stopping");
-    let _ = stop.send(true);
     // Trunks are un-registered and their elections resigned, so another instance takes over.
+    let _ = release_trunks.send(true);
     if tokio::time::timeout(TRUNKS_RELEASE, trunks).await.is_err() {
         tracing::warn!("trunk registrations not released in time");
     }
+    let _ = stop.send(true);
     Ok(())
 }
 
