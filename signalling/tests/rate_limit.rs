@@ -3,7 +3,10 @@
 
 mod peers;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+
+use centrex_coord::snapshot::{self as snap, TrunkSnapshot};
 
 use centrex_coord::store::MemoryStore;
 use centrex_coord::testing::eventually;
@@ -35,9 +38,20 @@ fn counter(metrics: &str, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_flooding_source_is_cut_off_while_another_source_still_registers() {
+/// A server on 127.0.0.1 serving the test tenant (and `trunk`, if any) with a limit of 10
+/// requests per second and a burst of 20 per source; its store and SIP address.
+async fn start(trunk: Option<TrunkSnapshot>) -> (MemoryStore, Arc<Server>, SocketAddr) {
     let store = MemoryStore::new();
+    if let Some(trunk) = &trunk {
+        store
+            .put(
+                &keys::trunk(&trunk.source.namespace, &trunk.source.name),
+                serde_json::to_vec(trunk).unwrap(),
+                None,
+            )
+            .await
+            .unwrap();
+    }
     store
         .put(
             &keys::tenant("default", "acme"),
@@ -52,13 +66,16 @@ async fn a_flooding_source_is_cut_off_while_another_source_still_registers() {
         let (directory, shared) = (directory.clone(), shared.clone());
         async move { directory.follow(shared).await }
     });
-    eventually("the tenant to reach the directory", || async {
-        directory.tenant(DOMAIN).map(|_| ())
+    eventually("the tenant and trunk to reach the directory", || async {
+        let trunk_in = trunk.is_none() || !directory.trunks().is_empty();
+        directory.tenant(DOMAIN).filter(|_| trunk_in).map(|_| ())
     })
     .await;
     let limits = RateLimits {
         per_second: 10.0,
         burst: 20.0,
+        // Both sources are loopback addresses here.
+        exempt_loopback: false,
         ..RateLimits::default()
     };
     let auth = Authenticator::new().with_algorithms(vec![Algorithm::Md5]);
@@ -67,11 +84,13 @@ async fn a_flooding_source_is_cut_off_while_another_source_still_registers() {
     let sip = socket.local_addr().unwrap();
     tokio::spawn(server.clone().serve_udp(socket, std::future::pending()));
 
-    // Another loopback address: the limit is per source IP, and sipp registers from 127.0.0.1.
-    let flooder = UdpSocket::bind("127.0.0.2:0").await.unwrap();
-    let started = std::time::Instant::now();
+    (store, server, sip)
+}
+
+/// Sends [`FLOOD`] OPTIONS from `flooder` to `sip` in bursts the server catches up with (so the
+/// kernel's receive buffer never overflows); how many the server dropped as over the rate.
+async fn flood(flooder: &UdpSocket, server: &Server, sip: SocketAddr) -> u64 {
     let mut limited = 0;
-    // In bursts the server catches up with, so the kernel's receive buffer never overflows.
     for burst in 0..FLOOD / 50 {
         for branch in burst * 50..(burst + 1) * 50 {
             flooder
@@ -88,6 +107,16 @@ async fn a_flooding_source_is_cut_off_while_another_source_still_registers() {
         })
         .await;
     }
+    limited
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_source_is_cut_off_while_another_source_still_registers() {
+    let (store, server, sip) = start(None).await;
+    // Another loopback address: the limit is per source IP, and sipp registers from 127.0.0.1.
+    let flooder = UdpSocket::bind("127.0.0.2:0").await.unwrap();
+    let started = std::time::Instant::now();
+    let limited = flood(&flooder, &server, sip).await;
     let allowance = 20 + (10.0 * started.elapsed().as_secs_f64()).ceil() as u64;
     assert!(
         limited >= FLOOD as u64 - allowance,
@@ -112,4 +141,37 @@ async fn a_flooding_source_is_cut_off_while_another_source_still_registers() {
         .await
         .unwrap();
     assert_eq!(bindings.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trunks_carrier_is_not_limited() {
+    let mut carrier = trunk();
+    carrier.inbound_sources = vec!["127.0.0.2/32".into()];
+    let (_store, server, sip) = start(Some(carrier)).await;
+    let flooder = UdpSocket::bind("127.0.0.2:0").await.unwrap();
+    assert_eq!(flood(&flooder, &server, sip).await, 0);
+}
+
+/// A trunk without registration.
+fn trunk() -> TrunkSnapshot {
+    TrunkSnapshot {
+        schema: snap::SCHEMA_VERSION,
+        source: snap::Source {
+            namespace: "default".into(),
+            name: "carrier".into(),
+            uid: "t1".into(),
+            generation: 1,
+        },
+        host: "127.0.0.2".into(),
+        port: 5060,
+        transport: snap::Transport::Udp,
+        registration: None,
+        inbound_sources: vec![],
+        number_prefixes: vec![],
+        max_channels: 10,
+        calls_per_second: 5,
+        country_code: "1".into(),
+        national_prefix: "1".into(),
+        international_prefix: "011".into(),
+    }
 }

@@ -27,6 +27,10 @@ pub struct RateLimits {
     /// (default true): a carrier aggregates many callers behind few addresses, and trunk traffic
     /// is already bounded by the trunk's calls per second and channels.
     pub exempt_carriers: bool,
+    /// Whether loopback sources skip the limit (default true): they cannot be remote peers (the
+    /// kernel drops 127.0.0.0/8 arriving on other interfaces), and they are local mode's and the
+    /// load benchmark's own tools.
+    pub exempt_loopback: bool,
 }
 
 impl Default for RateLimits {
@@ -36,6 +40,7 @@ impl Default for RateLimits {
             burst: 400.0,
             max_sources: 65_536,
             exempt_carriers: true,
+            exempt_loopback: true,
         }
     }
 }
@@ -48,6 +53,7 @@ impl RateLimits {
             burst: f64::INFINITY,
             max_sources: 0,
             exempt_carriers: true,
+            exempt_loopback: true,
         }
     }
 }
@@ -116,6 +122,9 @@ impl SourceLimiter {
     /// Whether a request from `source` at `now` is within its allowance (and counts it).
     pub fn admit(&mut self, source: IpAddr, now: Instant) -> bool {
         let limits = self.limits;
+        if limits.exempt_loopback && source.is_loopback() {
+            return true;
+        }
         if let Some(bucket) = self.buckets.get_mut(&source) {
             return bucket.take(now, &limits);
         }
@@ -159,6 +168,7 @@ mod tests {
             burst,
             max_sources,
             exempt_carriers: true,
+            exempt_loopback: false,
         }
     }
 
@@ -233,6 +243,21 @@ mod tests {
         admitted(&mut limiter, ip(1), t0, 2);
         assert!(!limiter.admit(ip(1), t0 - Duration::from_secs(5)));
         assert!(!limiter.admit(ip(1), t0));
+    }
+
+    #[test]
+    fn loopback_sources_are_exempt_unless_configured_otherwise() {
+        let t0 = Instant::now();
+        let loopback = IpAddr::from([127, 0, 0, 1]);
+        let exempt = RateLimits {
+            exempt_loopback: true,
+            ..limits(10.0, 20.0, 100)
+        };
+        let mut limiter = SourceLimiter::new(exempt);
+        assert_eq!(admitted(&mut limiter, loopback, t0, 1000), 1000);
+        assert_eq!(limiter.tracked(), 0);
+        let mut limiter = SourceLimiter::new(limits(10.0, 20.0, 100));
+        assert_eq!(admitted(&mut limiter, loopback, t0, 1000), 20);
     }
 
     #[test]
