@@ -259,7 +259,9 @@ async fn serve_sip(store: Arc<dyn Store>, sip: Sip, auth: Authenticator) -> anyh
         .await
         .with_context(|| format!("binding SIP on {}/tcp", sip.tcp))?;
     tracing::info!(addr = %sip.tcp, "SIP over TCP");
-    let mut server = Server::new(store, directory, auth).with_drain_timeout(sip.drain_timeout);
+    let mut server = Server::new(store, directory, auth)
+        .with_drain_timeout(sip.drain_timeout)
+        .with_instance_id(centrex_signalling::server::default_instance_id());
     if let Some(address) = sip.advertise {
         server = server.with_advertise(address);
     }
@@ -287,15 +289,33 @@ async fn serve_sip(store: Arc<dyn Store>, sip: Sip, auth: Authenticator) -> anyh
             .serve_tcp(listener, TcpLimits::default(), stopped()),
     );
     tokio::spawn(server.clone().serve_udp(socket, stopped()));
+    tracing::info!(
+        instance = server.instance_id(),
+        "keeping trunk registrations"
+    );
+    // Stopped before the transports: un-registering needs the carriers' answers.
+    let (release_trunks, trunks_released) = tokio::sync::watch::channel(false);
+    let trunks = tokio::spawn(server.clone().keep_trunks_registered(async move {
+        let mut released = trunks_released;
+        let _ = released.wait_for(|release| *release).await;
+    }));
     shutdown_signal().await;
     server.drain();
     while !server.is_drained() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tracing::info!(active_calls = server.active_calls(), "drained: stopping");
+    // Trunks are un-registered and their elections resigned, so another instance takes over.
+    let _ = release_trunks.send(true);
+    if tokio::time::timeout(TRUNKS_RELEASE, trunks).await.is_err() {
+        tracing::warn!("trunk registrations not released in time");
+    }
     let _ = stop.send(true);
     Ok(())
 }
+
+/// How long stopping waits for the trunk registrations to be un-registered and resigned.
+const TRUNKS_RELEASE: Duration = Duration::from_secs(5);
 
 /// An authenticator offering `algorithms` (`SHA-256`, `MD5`) in that order.
 fn authenticator(algorithms: &[String]) -> anyhow::Result<Authenticator> {

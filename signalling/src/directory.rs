@@ -79,6 +79,16 @@ impl Directory {
         index.trunks.get(&trunk_name(namespace, name)).cloned()
     }
 
+    /// Every trunk, sorted by namespace and name.
+    pub fn trunks(&self) -> Vec<Arc<TrunkSnapshot>> {
+        let index = self.index.read().expect("directory lock").clone();
+        let mut trunks: Vec<_> = index.trunks.values().cloned().collect();
+        trunks.sort_by(|a, b| {
+            (&a.source.namespace, &a.source.name).cmp(&(&b.source.namespace, &b.source.name))
+        });
+        trunks
+    }
+
     /// The trunk whose carrier sends from `source` (one of its `inbound_sources` CIDRs).
     pub fn trunk_for_source(&self, source: IpAddr) -> Option<Arc<TrunkSnapshot>> {
         let index = self.index.read().expect("directory lock").clone();

@@ -1,9 +1,11 @@
-//! The SIP side (issue #4): parser, transports, transactions, registrar, B2BUA.
+//! The SIP side (issues #4, #5): parser, transports, transactions, registrar, B2BUA, trunk
+//! registration with carriers, and the edge's per-source rate limit.
 
 pub mod auth;
 pub mod b2bua;
 pub mod cdr;
 pub mod directory;
+pub mod edge;
 pub mod http;
 pub mod media;
 pub mod metrics;
@@ -14,3 +16,4 @@ pub mod server;
 pub mod sip;
 pub mod transaction;
 pub mod transport;
+pub mod trunk;

@@ -29,6 +29,7 @@ pub struct Metrics {
     responses: Family<ResponseLabel, Counter>,
     malformed: Counter,
     dropped: Counter,
+    rate_limited: Counter,
     active_calls: Gauge<i64, AtomicI64>,
     draining: Gauge<i64, AtomicI64>,
 }
@@ -41,6 +42,7 @@ impl Default for Metrics {
             responses: Family::default(),
             malformed: Counter::default(),
             dropped: Counter::default(),
+            rate_limited: Counter::default(),
             active_calls: Gauge::default(),
             draining: Gauge::default(),
             registry: Registry::default(),
@@ -64,6 +66,11 @@ impl Default for Metrics {
             "overload_dropped",
             "Datagrams dropped because too many requests were in flight",
             metrics.dropped.clone(),
+        );
+        registry.register(
+            "rate_limited",
+            "Requests dropped because their source exceeded its request rate",
+            metrics.rate_limited.clone(),
         );
         registry.register(
             "active_calls",
@@ -107,6 +114,11 @@ impl Metrics {
 
     pub fn overload_dropped(&self) {
         self.dropped.inc();
+    }
+
+    /// A request dropped because its source is over its rate.
+    pub fn rate_limited(&self) {
+        self.rate_limited.inc();
     }
 
     /// The Prometheus text exposition, with the live gauges read now.
@@ -167,6 +179,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("centrex_sip_active_calls 3"), "{text}");
+        assert!(text.contains("centrex_sip_rate_limited_total 0"), "{text}");
         assert!(text.contains("centrex_sip_draining 1"), "{text}");
     }
 }

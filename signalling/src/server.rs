@@ -13,6 +13,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use crate::auth::authenticator::Authenticator;
 use crate::b2bua::B2bua;
 use crate::directory::Directory;
+use crate::edge::rate::{RateLimits, SourceLimiter};
 use crate::metrics::Metrics;
 use crate::registrar::Registrar;
 use crate::registrar::plan::ExpiryPolicy;
@@ -22,6 +23,7 @@ use crate::sip::{
 };
 use crate::transaction::server::{Arrival, ServerTransactions, TIMER_J_UDP, TransactionKey};
 use crate::transport::{CONNECTION_QUEUE, Outbound, Peer, Transport};
+use crate::trunk::registration::{TrunkRegistrationConfig, TrunkRegistrations};
 
 /// Live server transactions kept at most per instance.
 const TRANSACTIONS: usize = 200_000;
@@ -40,6 +42,13 @@ pub struct Server {
     registrar: Registrar,
     b2bua: Arc<B2bua>,
     out: Arc<Outbound>,
+    store: Arc<dyn Store>,
+    directory: Directory,
+    /// The trunk registrations this instance competes for and keeps.
+    trunks: Arc<TrunkRegistrations>,
+    trunk_config: TrunkRegistrationConfig,
+    /// Requests per source IP, checked before a request is parsed.
+    limiter: Mutex<SourceLimiter>,
     /// Address written into Via and Contact when the socket is bound to a wildcard address.
     advertise: Option<std::net::IpAddr>,
     transactions: Mutex<ServerTransactions>,
@@ -62,11 +71,29 @@ impl Server {
             auth.clone(),
             out.clone(),
         ));
-        let registrar = Registrar::new(store, directory, auth, ExpiryPolicy::default());
+        let registrar = Registrar::new(
+            store.clone(),
+            directory.clone(),
+            auth,
+            ExpiryPolicy::default(),
+        );
+        let trunk_config = TrunkRegistrationConfig::default();
+        let trunks = Arc::new(TrunkRegistrations::new(
+            random_instance_id(),
+            store.clone(),
+            directory.clone(),
+            out.clone(),
+            trunk_config,
+        ));
         Self {
             registrar,
             b2bua,
             out,
+            store,
+            directory,
+            trunks,
+            trunk_config,
+            limiter: Mutex::new(SourceLimiter::new(RateLimits::default())),
             advertise: None,
             transactions: Mutex::new(ServerTransactions::new(TRANSACTIONS, TIMER_J_UDP)),
             limits: Limits::default(),
@@ -83,6 +110,52 @@ impl Server {
             .expect("records are set before the server is shared")
             .set_records(records);
         self
+    }
+
+    /// Names this instance `id` (its pod name in a cluster): the holder it writes into trunk
+    /// registration elections and states. [`Server::new`] picks a random one.
+    pub fn with_instance_id(self, id: impl Into<String>) -> Self {
+        let config = self.trunk_config;
+        self.rebuild_trunks(id.into(), config)
+    }
+
+    /// How trunk registrations are kept (lease TTL, polling, retries).
+    pub fn with_trunk_registration(self, config: TrunkRegistrationConfig) -> Self {
+        let id = self.trunks.instance_id().to_string();
+        self.rebuild_trunks(id, config)
+    }
+
+    fn rebuild_trunks(mut self, id: String, config: TrunkRegistrationConfig) -> Self {
+        self.trunk_config = config;
+        self.trunks = Arc::new(TrunkRegistrations::new(
+            id,
+            self.store.clone(),
+            self.directory.clone(),
+            self.out.clone(),
+            config,
+        ));
+        self
+    }
+
+    /// The per-source request-rate limit (default: [`RateLimits::default`]).
+    pub fn with_rate_limits(self, limits: RateLimits) -> Self {
+        *self.limiter.lock().expect("limiter lock") = SourceLimiter::new(limits);
+        self
+    }
+
+    /// This instance's id.
+    pub fn instance_id(&self) -> &str {
+        self.trunks.instance_id()
+    }
+
+    /// Competes for the registration of every trunk that has one and keeps the trunks it wins
+    /// registered with their carriers, until `shutdown`; then un-registers them and resigns, so
+    /// another instance takes over at once. Start it with the UDP transport.
+    pub async fn keep_trunks_registered(
+        self: Arc<Self>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        self.trunks.clone().run(shutdown).await;
     }
 
     /// How long a drain waits for calls to end.
@@ -147,8 +220,37 @@ impl Server {
         self.handle(datagram, source, Transport::Udp).await
     }
 
-    /// Handles one message received on `link` from `source`; returns the response to send back.
+    /// Handles one message received on `link` from `source` within its source's request rate;
+    /// returns the response to send back.
     async fn handle(&self, datagram: Bytes, source: SocketAddr, link: Transport) -> Option<Bytes> {
+        if !self.admit(&datagram, source) {
+            return None;
+        }
+        self.process(datagram, source, link).await
+    }
+
+    /// Whether `message` from `source` is within the source's request rate. Responses (answers
+    /// of carriers and phones to our requests) are never limited; a carrier's requests are not
+    /// either when the limits exempt carriers (looked up only once a source is over its rate).
+    fn admit(&self, message: &[u8], source: SocketAddr) -> bool {
+        if message.starts_with(b"SIP/") {
+            return true;
+        }
+        let (admitted, exempt_carriers) = {
+            let mut limiter = self.limiter.lock().expect("limiter lock");
+            let admitted = limiter.admit(source.ip(), Instant::now());
+            (admitted, limiter.limits().exempt_carriers)
+        };
+        if admitted || (exempt_carriers && self.directory.trunk_for_source(source.ip()).is_some()) {
+            return true;
+        }
+        tracing::trace!(%source, "over its request rate: dropped");
+        self.metrics.rate_limited();
+        false
+    }
+
+    /// Handles one message already admitted.
+    async fn process(&self, datagram: Bytes, source: SocketAddr, link: Transport) -> Option<Bytes> {
         let message = match Message::parse(datagram.clone(), &self.limits) {
             Ok(message) => message,
             Err(error) => {
@@ -156,12 +258,20 @@ impl Server {
                 return self.reject(&datagram, &error, source);
             }
         };
-        // Responses would belong to client transactions, which this server does not start yet.
         let request = match message {
             Message::Request(request) => request,
             Message::Response(response) => {
-                // Responses belong to the B2BUA's client transactions.
-                self.b2bua.response(response).await;
+                // Answers to REGISTER belong to trunk registrations (the B2BUA never registers);
+                // every other response to the B2BUA's client transactions.
+                let register = response
+                    .headers()
+                    .cseq()
+                    .is_ok_and(|cseq| cseq.method == Method::Register);
+                if register {
+                    self.trunks.response(response);
+                } else {
+                    self.b2bua.response(response).await;
+                }
                 return None;
             }
         };
@@ -310,6 +420,10 @@ impl Server {
                     }
                 },
             };
+            // A flooding source is cut off before its datagram is copied or a task spawned.
+            if !self.admit(&buffer[..len], source) {
+                continue;
+            }
             let Ok(permit) = in_flight.clone().try_acquire_owned() else {
                 tracing::debug!(%source, "overloaded: datagram dropped");
                 self.metrics.overload_dropped();
@@ -319,7 +433,7 @@ impl Server {
             let (server, socket) = (self.clone(), socket.clone());
             tokio::spawn(async move {
                 let _permit = permit;
-                if let Some(response) = server.handle_datagram(datagram, source).await
+                if let Some(response) = server.process(datagram, source, Transport::Udp).await
                     && let Err(error) = socket.send_to(&response, source).await
                 {
                     tracing::debug!(%error, %source, "cannot send a response");
@@ -480,4 +594,29 @@ fn transaction_key(request: &Request) -> Option<TransactionKey> {
         sent_by: format!("{}:{port}", via.host()),
         method: request.method().to_string(),
     })
+}
+
+/// A random instance id (`signalling-<hex>`), for servers not given one.
+fn random_instance_id() -> String {
+    let mut bytes = [0u8; 6];
+    getrandom::fill(&mut bytes).expect("the OS random source is available");
+    format!("signalling-{}", hex::encode(bytes))
+}
+
+/// This process's instance id: `POD_NAME` in a cluster, else `<hostname>-<pid>`, else random.
+pub fn default_instance_id() -> String {
+    if let Ok(pod) = std::env::var("POD_NAME")
+        && !pod.trim().is_empty()
+    {
+        return pod.trim().to_string();
+    }
+    let hostname = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty());
+    match hostname {
+        Some(hostname) => format!("{hostname}-{}", std::process::id()),
+        None => random_instance_id(),
+    }
 }
