@@ -18,6 +18,7 @@ use centrex_operator::metrics::Metrics;
 use centrex_operator::run::{Health, lead, serve_http};
 use centrex_signalling::auth::authenticator::Authenticator;
 use centrex_signalling::auth::digest::Algorithm;
+use centrex_signalling::cdr::{Fanout, JsonLinesSink, LogSink};
 use centrex_signalling::directory::Directory;
 use centrex_signalling::server::{Server, TcpLimits};
 use clap::{Args, Parser, Subcommand};
@@ -50,6 +51,9 @@ enum Command {
         /// manifest's `digestAlgorithms`, else SHA-256,MD5.
         #[arg(long, value_delimiter = ',')]
         digest_algorithms: Option<Vec<String>>,
+        /// Also append call detail records to this JSON-lines file.
+        #[arg(long, env = "CENTREX_CDR_FILE")]
+        cdr_file: Option<PathBuf>,
     },
     /// Writes the CRD YAML into crds/ and the chart.
     Crdgen {
@@ -100,6 +104,9 @@ struct SignallingArgs {
     /// Logs as JSON lines (the default in a cluster).
     #[arg(long, env = "CENTREX_LOG_JSON", default_value_t = true, action = clap::ArgAction::Set)]
     log_json: bool,
+    /// Also append call detail records to this JSON-lines file (they always go to the log).
+    #[arg(long, env = "CENTREX_CDR_FILE")]
+    cdr_file: Option<PathBuf>,
 }
 
 /// What `signalling` does besides running an instance.
@@ -161,7 +168,8 @@ async fn main() -> anyhow::Result<()> {
             manifests,
             sip,
             digest_algorithms,
-        } => up(manifests, sip, digest_algorithms).await,
+            cdr_file,
+        } => up(manifests, sip, digest_algorithms, cdr_file).await,
         Command::Crdgen { root } => {
             for path in centrex_operator::crdgen::write(&root)? {
                 println!("wrote {}", path.display());
@@ -229,6 +237,7 @@ async fn signalling(args: SignallingArgs) -> anyhow::Result<()> {
         http: Some(args.http_addr),
         advertise: args.advertise,
         drain_timeout: args.drain_timeout,
+        cdr_file: args.cdr_file,
     };
     serve_sip(store, sip, auth).await
 }
@@ -241,6 +250,8 @@ struct Sip {
     http: Option<SocketAddr>,
     advertise: Option<std::net::IpAddr>,
     drain_timeout: Duration,
+    /// JSON-lines file of call records, besides the log.
+    cdr_file: Option<PathBuf>,
 }
 
 /// Serves SIP for the tenants in `store` until SIGTERM or Ctrl-C, then drains: new calls are
@@ -264,6 +275,14 @@ async fn serve_sip(store: Arc<dyn Store>, sip: Sip, auth: Authenticator) -> anyh
         .with_instance_id(centrex_signalling::server::default_instance_id());
     if let Some(address) = sip.advertise {
         server = server.with_advertise(address);
+    }
+    if let Some(path) = &sip.cdr_file {
+        let file = JsonLinesSink::open(path, JsonLinesSink::DEFAULT_CAPACITY)?;
+        tracing::info!(path = %path.display(), "call records also go to a JSON-lines file");
+        server = server.with_records(Arc::new(Fanout::new(vec![
+            Box::new(LogSink),
+            Box::new(file),
+        ])));
     }
     let server = Arc::new(server);
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -334,6 +353,7 @@ async fn up(
     path: PathBuf,
     sip: SocketAddr,
     digest_algorithms: Option<Vec<String>>,
+    cdr_file: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let _telemetry = telemetry::init("centrex", false)?;
     let manifests = Manifests::load(&path)?;
@@ -378,6 +398,7 @@ async fn up(
         advertise: None,
         // Nobody waits for calls to end when a developer stops local mode.
         drain_timeout: Duration::from_secs(1),
+        cdr_file,
     };
     serve_sip(store, sip, auth).await
 }

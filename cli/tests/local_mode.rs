@@ -55,8 +55,9 @@ const SCENARIO: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
 </scenario>
 "#;
 
-/// Starts `centrex up examples/quickstart` on a free port; returns it and the running process.
-fn local_mode() -> (u16, Running) {
+/// Starts `centrex up examples/quickstart` on a free port with `extra` options; returns it and
+/// the running process.
+fn local_mode(extra: &[&str]) -> (u16, Running) {
     let sip_port = free_udp_port();
     let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/quickstart");
     let platform = Running(
@@ -64,6 +65,7 @@ fn local_mode() -> (u16, Running) {
             // sipp 3.6 answers only the first challenge and knows only MD5.
             .args(["up", examples, "--digest-algorithms=MD5"])
             .arg(format!("--sip=127.0.0.1:{sip_port}"))
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()
@@ -122,7 +124,7 @@ fn register(sip_port: u16, port: u16, user: &str, password: &str, dir: &std::pat
 
 #[test]
 fn local_mode_registers_a_real_sip_client_with_the_example_password() {
-    let (sip_port, _platform) = local_mode();
+    let (sip_port, _platform) = local_mode(&[]);
     let dir = tempfile::tempdir().unwrap();
     register(
         sip_port,
@@ -134,9 +136,11 @@ fn local_mode_registers_a_real_sip_client_with_the_example_password() {
 }
 
 #[test]
-fn alice_calls_bob_in_local_mode_with_audio_through_the_relay() {
-    let (sip_port, _platform) = local_mode();
+fn alice_calls_bob_in_local_mode_with_audio_through_the_relay_and_a_call_record() {
     let dir = tempfile::tempdir().unwrap();
+    let records = dir.path().join("calls.jsonl");
+    let cdr_file = format!("--cdr-file={}", records.display());
+    let (sip_port, _platform) = local_mode(&[&cdr_file]);
     let bob_port = free_udp_port();
     register(sip_port, bob_port, "101", "bob-secret-101", dir.path());
     let scenario = concat!(
@@ -215,4 +219,19 @@ fn alice_calls_bob_in_local_mode_with_audio_through_the_relay() {
         bob.wait().unwrap().success(),
         "Bob's side of the call did not complete"
     );
+    // The call's record is appended to the file once the call has ended.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let record: serde_json::Value = loop {
+        let text = std::fs::read_to_string(&records).unwrap_or_default();
+        if let Some(line) = text.lines().next() {
+            break serde_json::from_str(line).expect("a JSON object per line");
+        }
+        assert!(Instant::now() < deadline, "no call record in {records:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(record["from"], "100");
+    assert_eq!(record["to"], "101");
+    assert_eq!(record["result"], "answered");
+    assert_eq!(record["answered_by"], "101");
+    assert_eq!(record["tenant"]["name"], "acme");
 }

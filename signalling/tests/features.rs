@@ -247,6 +247,23 @@ async fn a_group_nobody_answers_without_overflow_ends_with_480() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_whose_members_are_all_busy_answers_busy() {
+    let platform = Platform::serving(
+        acme(|t| t.hunt_groups = vec![group("200", &["101", "102"], HuntStrategy::Sequential)]),
+        vec![],
+    )
+    .await;
+    let first = Phone::register(platform.sip, "101", Behaviour::Busy).await;
+    let second = Phone::register(platform.sip, "102", Behaviour::Busy).await;
+    let caller = Dialer::new(platform.sip, "100").await;
+    let dialled = caller.call("200").await;
+    assert_eq!(dialled.status(), 486, "{}", dialled.response);
+    assert_eq!((first.invites().len(), second.invites().len()), (1, 1));
+    let record = record_of(&platform, &dialled.invite).await;
+    assert_eq!(record.result, CallResult::Busy);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_at_their_call_limit_is_skipped() {
     let platform = Platform::serving(
         acme(|t| {
@@ -397,6 +414,12 @@ async fn a_user_at_their_call_limit_gets_486() {
     assert_eq!(caller.dial("101").await.status(), 180);
     let second = Dialer::new(platform.sip, "100").await.call("102").await;
     assert_eq!(second.status(), 486, "{}", second.response);
+    // A refused call leaves a record too.
+    let record = record_of(&platform, &second.invite).await;
+    assert_eq!(
+        (record.result, record.sip_status.as_u16()),
+        (CallResult::Busy, 486)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

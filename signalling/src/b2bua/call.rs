@@ -176,6 +176,40 @@ pub struct Call {
     state: Mutex<State>,
 }
 
+/// The record of a call refused before anything rang (a limit, a policy, nobody to ring).
+pub fn refusal_record(
+    tenant: &TenantSnapshot,
+    origin: &Origin,
+    call_id: &str,
+    started: SystemTime,
+    status: StatusCode,
+) -> CallRecord {
+    let (from, trunk) = match &origin.caller {
+        Caller::User(user) => (user.extension.clone(), None),
+        Caller::External { number, trunk } => (number.clone(), Some(trunk.clone())),
+    };
+    CallRecord {
+        schema: cdr::SCHEMA_VERSION,
+        call_id: call_id.into(),
+        tenant: (&tenant.source).into(),
+        domain: tenant.domain.clone(),
+        from,
+        to: origin.dialled.clone(),
+        direction: origin.direction,
+        times: CallTimes {
+            started,
+            answered: None,
+            ended: SystemTime::now(),
+        },
+        result: CallResult::from_final_status(status),
+        sip_status: status,
+        hunt_group: None,
+        answered_by: None,
+        trunk,
+        forwarded_from: None,
+    }
+}
+
 /// A random token for tags, branches and Call-IDs.
 pub fn tag() -> String {
     let mut bytes = [0u8; 8];

@@ -141,6 +141,7 @@ impl B2bua {
             Ok(routed) => routed,
             Err(answer) => return answer,
         };
+        let started = SystemTime::now();
         let caller_user = match &origin.caller {
             Caller::User(user) => Some(user.as_ref()),
             Caller::External { .. } => None,
@@ -149,6 +150,9 @@ impl B2bua {
             Ok(held) => held,
             Err(refusal) => {
                 tracing::info!(call_id, %refusal, domain = tenant.domain, "call not admitted");
+                let record =
+                    call::refusal_record(&tenant, &origin, &call_id, started, refusal.status());
+                self.records.record(&record);
                 let mut builder = ResponseBuilder::for_request(&request, refusal.status())
                     .to_tag(call::tag())
                     .reason(refusal.to_string());
@@ -171,20 +175,25 @@ impl B2bua {
             limits: self.limits.clone(),
             records: self.records.clone(),
         };
-        let started = Call::start(
+        let outcome = Call::start(
             self.clone(),
             request.clone(),
             caller,
-            tenant,
-            origin,
+            tenant.clone(),
+            origin.clone(),
             plan,
             held,
             services,
         )
         .await;
-        let call = match started {
+        let call = match outcome {
             Ok(call) => call,
-            Err(refused) => return refuse(refused),
+            Err(refused) => {
+                let record =
+                    call::refusal_record(&tenant, &origin, &call_id, started, refused.status);
+                self.records.record(&record);
+                return refuse(refused);
+            }
         };
         self.adopt(&call);
         call.ring();

@@ -266,7 +266,7 @@ impl Plan {
     }
 
     /// A hunt group: its stages queued (members who are busy or unregistered skipped), then
-    /// its overflow, or 480.
+    /// its overflow.
     async fn group(&mut self, extension: &str) -> Option<Stage> {
         let tenant = self.tenant.clone();
         let Some(group) = tenant.hunt_groups.iter().find(|g| g.extension == extension) else {
@@ -292,19 +292,17 @@ impl Plan {
                 ring: stage.ring,
             })
             .collect();
-        match group
+        // Without overflow the caller hears how the last stage ended: busy (486) or no answer
+        // (480); 480 when no member could be rung at all.
+        if let Some(target) = group
             .overflow
             .as_deref()
             .and_then(|t| target::parse_forward_target(&tenant, t))
         {
-            Some(target) => steps.push_back(Next::Forward {
+            steps.push_back(Next::Forward {
                 target,
                 from: group.extension.clone(),
-            }),
-            None => steps.push_back(Next::Fail(
-                StatusCode::TEMPORARILY_UNAVAILABLE,
-                "nobody in the hunt group answered".into(),
-            )),
+            });
         }
         while let Some(step) = steps.pop_back() {
             self.queue.push_front(step);
