@@ -150,7 +150,20 @@ pub async fn controllers(
         .run(trunks::reconcile, trunks::error_policy, ctx.clone())
         .for_each(|_| future::ready(()));
 
-    let media_controller = Controller::new(Api::<MediaPool>::all(client.clone()), config.clone())
+    // MediaPools: status writes (workload figures, the autoscaler's decision) wake nothing; a
+    // scale (spec.replicas) does.
+    let (media_pool_store, writer) = reflector::store::<MediaPool>();
+    let media_pool_stream = watcher(Api::<MediaPool>::all(client.clone()), config.clone())
+        .default_backoff()
+        .reflect(writer)
+        .touched_objects()
+        .predicate_filter(spec_or_lifecycle, Default::default());
+    let autoscaler = crate::pool::scaler::run(
+        ctx.clone(),
+        media_pool_store.clone(),
+        ctx.config.census_period,
+    );
+    let media_controller = Controller::for_stream(media_pool_stream, media_pool_store)
         .owns(Api::<StatefulSet>::all(client.clone()), config.clone())
         .owns(Api::<Service>::all(client.clone()), config.clone())
         .owns(
@@ -192,6 +205,7 @@ pub async fn controllers(
         } => {}
         _ = census => {}
         _ = registrations => {}
+        _ = autoscaler => {}
     }
 }
 

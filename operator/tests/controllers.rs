@@ -358,10 +358,10 @@ async fn pool_status_follows_its_workload_and_scale_reaches_the_statefulset() {
 
     let pool = eventually("MediaPool Ready", || async {
         let pool = h.fake.get::<MediaPool>("default", "default")?;
-        is_true(&pool.status.as_ref()?.conditions, ConditionType::Ready).then_some(pool)
+        is_true(&pool.status.as_ref()?.pool.conditions, ConditionType::Ready).then_some(pool)
     })
     .await;
-    let status = pool.status.unwrap();
+    let status = pool.status.unwrap().pool;
     assert_eq!((status.replicas, status.ready_replicas), (2, 2));
     let selector = status.selector.unwrap();
     assert!(

@@ -1,6 +1,7 @@
 //! `MediaPool`: the RTP relay nodes.
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -14,7 +15,7 @@ use super::{Placement, PoolStatus};
     version = "v1alpha1",
     kind = "MediaPool",
     namespaced,
-    status = "PoolStatus",
+    status = "MediaPoolStatus",
     shortname = "mp",
     category = "centrex",
     doc = "A pool of RTP media-relay pods.",
@@ -48,7 +49,8 @@ pub struct MediaPoolSpec {
     #[serde(default = "default_sessions_per_node")]
     #[x_kube(validation = Rule::new("self >= 1 && self <= 100000").message("sessionsPerNode must be between 1 and 100000"))]
     pub sessions_per_node: i32,
-    /// Autoscaling on live sessions; absent means a fixed `replicas`.
+    /// Autoscaling on the sessions the nodes report; absent means a fixed `replicas`. While it is
+    /// set the operator owns `replicas` (do not also point an HPA at the pool).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaling: Option<MediaAutoscaling>,
     /// UDP ports each node relays on.
@@ -84,7 +86,9 @@ fn default_drain_timeout() -> i32 {
     3600
 }
 
-/// Autoscaling of a media pool on the sessions its nodes report.
+/// Autoscaling of a media pool on the sessions its nodes report: desired nodes =
+/// ceil(active sessions / (node capacity × target utilisation)), within min and max; up at once,
+/// down only once every recommendation of the stabilisation window allows it.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("autoscaling.minReplicas must not exceed maxReplicas"))]
@@ -95,11 +99,13 @@ pub struct MediaAutoscaling {
     /// Most nodes.
     #[x_kube(validation = Rule::new("self <= 1000").message("maxReplicas must be at most 1000"))]
     pub max_replicas: i32,
-    /// Share of each node's capacity to aim for, in percent.
+    /// Share of each node's capacity (`sessionsPerNode`, as the nodes report it) to aim for, in
+    /// percent.
     #[serde(default = "default_target_utilization")]
     #[x_kube(validation = Rule::new("self >= 1 && self <= 100").message("targetUtilizationPercent must be between 1 and 100"))]
     pub target_utilization_percent: i32,
-    /// How long load must stay low before nodes are removed.
+    /// How long load must stay low before nodes are removed: the pool shrinks only to the highest
+    /// recommendation of this many past seconds.
     #[serde(default = "default_stabilization")]
     #[x_kube(validation = Rule::new("self >= 0 && self <= 3600").message("scaleDownStabilizationSeconds must be between 0 and 3600"))]
     pub scale_down_stabilization_seconds: i32,
@@ -111,6 +117,45 @@ fn default_target_utilization() -> i32 {
 
 fn default_stabilization() -> i32 {
     300
+}
+
+/// Status of a media pool: the workload's figures and, with autoscaling, its last decision.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaPoolStatus {
+    /// The workload's figures and conditions (shared with SignallingPool).
+    #[serde(flatten)]
+    pub pool: PoolStatus,
+    /// The autoscaler's last decision and what it was made from; absent without
+    /// `spec.autoscaling`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingStatus>,
+}
+
+/// The autoscaler's last decision, written every census period by the leading operator.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoscalingStatus {
+    /// Replicas the autoscaler wants (written to `spec.replicas` when they differ).
+    pub desired_replicas: i32,
+    /// Replicas the current load alone asks for, before the stabilisation window and the bounds.
+    pub recommended_replicas: i32,
+    /// Sessions relayed across every registered node, draining ones included.
+    pub active_sessions: i64,
+    /// Sessions the registered nodes that are not draining accept together.
+    pub capacity: i64,
+    /// Media nodes registered in the store (draining ones included).
+    pub nodes: i32,
+    /// Registered nodes that are draining.
+    pub draining_nodes: i32,
+    /// When the autoscaler last changed `spec.replicas`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_time: Option<Time>,
+    /// CamelCase reason of the decision: ScaledUp, ScaledDown, ScaleDownStabilizing, Steady,
+    /// NoLoadReported.
+    pub reason: String,
+    /// The decision and its inputs in words.
+    pub message: String,
 }
 
 /// An inclusive UDP port range.

@@ -51,7 +51,7 @@ pub async fn reconcile_media(pool: Arc<MediaPool>, ctx: Arc<Context>) -> Result<
         &ctx.client,
         &namespace,
         &pool.name_any(),
-        pool.status.as_ref(),
+        pool.status.as_ref().map(|s| &s.pool),
         figures,
         &labels,
         pool.metadata.generation,
@@ -147,7 +147,8 @@ async fn prune_children(
     Ok(())
 }
 
-/// Writes the pool's status when it changed (both pools share [`PoolStatus`]).
+/// Writes the pool's workload status when it changed (both pools share [`PoolStatus`]; a merge
+/// patch, so a MediaPool's `status.autoscaling` is left to the autoscaler).
 async fn write_status<K>(
     client: &Client,
     namespace: &str,
