@@ -135,7 +135,7 @@ async fn high_load_scales_the_pool_up_to_max_replicas_with_an_event() {
 }
 
 #[tokio::test]
-async fn the_scale_is_written_through_the_scale_subresource_by_the_operator() {
+async fn replicas_are_written_once_by_the_operator_s_field_manager() {
     let h = Harness::start().await;
     publish_load(&h, "media", "media-0", 90, false).await;
     create_pool(&h, "media", 1, Some(autoscaling(1, 5, 300))).await;
@@ -143,16 +143,27 @@ async fn the_scale_is_written_through_the_scale_subresource_by_the_operator() {
         (replicas(&h, "media") == 2).then_some(())
     })
     .await;
-    let scale = h
+    let patch = h
         .fake
         .requests()
         .into_iter()
-        .find(|r| r.path.ends_with("/mediapools/media/scale") && r.method == http::Method::PATCH)
-        .expect("a PATCH of the scale subresource");
+        .find(|r| r.path.ends_with("/mediapools/media") && r.method == http::Method::PATCH)
+        .expect("a PATCH of the MediaPool");
     assert_eq!(
-        scale.param("fieldManager").as_deref(),
+        patch.param("fieldManager").as_deref(),
         Some("centrex-operator")
     );
+    eventually("the next pass finds the pool steady", || async {
+        autoscaling_status(&h, "media").filter(|s| s.reason == "Steady")
+    })
+    .await;
+    let pool = h.fake.get::<MediaPool>("default", "media").unwrap();
+    assert_eq!(
+        pool.metadata.generation,
+        Some(2),
+        "one write of spec.replicas"
+    );
+    assert_eq!(events(&h, "media", "ScaledUp").len(), 1);
 }
 
 #[tokio::test]

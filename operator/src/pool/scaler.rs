@@ -1,9 +1,13 @@
 //! The MediaPool autoscaler: every census period the leader reads, for each pool with
 //! `spec.autoscaling`, the registrations its media nodes keep under their leases
 //! (`/centrex/v1/media-nodes/<namespace>/<pool>/`), decides the replicas ([`super::autoscale`]),
-//! writes a changed decision to `spec.replicas` through the scale subresource (the MediaPool
-//! reconcile then scales the StatefulSet) with a `ScaledUp`/`ScaledDown` Event, and shows the
-//! decision and its inputs in `status.autoscaling`.
+//! writes a changed decision to `spec.replicas` (the MediaPool reconcile then scales the
+//! StatefulSet) with a `ScaledUp`/`ScaledDown` Event, and shows the decision and its inputs in
+//! `status.autoscaling`.
+//!
+//! `spec.replicas` is written with a merge patch of the MediaPool (field manager
+//! `centrex-operator`), which is what the `/scale` subresource writes too: the operator's RBAC
+//! already allows patching MediaPools, and needs no `mediapools/scale` grant for it.
 //!
 //! The recommendation history lives in this pass's memory: it runs only while this replica leads,
 //! so a new leader starts a fresh window, which holds the current replicas for one full window
@@ -125,8 +129,7 @@ async fn scale(
             field_manager: Some(MANAGER.into()),
             ..Default::default()
         };
-        api.patch_scale(&name, &params, &Patch::Merge(&patch))
-            .await?;
+        api.patch(&name, &params, &Patch::Merge(&patch)).await?;
         last_scale_time = Some(Time(Timestamp::now()));
         tracing::info!(pool = name, %decision, "media pool scaled");
         ctx.event(
