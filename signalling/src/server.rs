@@ -270,7 +270,7 @@ impl Server {
                 if register {
                     self.trunks.response(response);
                 } else {
-                    self.b2bua.response(response).await;
+                    Box::pin(self.b2bua.response(response)).await;
                 }
                 return None;
             }
@@ -308,9 +308,11 @@ impl Server {
                     .ok();
             }
             // INVITE server transactions live in their call (provisional and final answers).
-            return self.b2bua.invite(request, peer).await;
+            // Boxed: setting a call up is by far the largest future, and every datagram's task
+            // would otherwise be allocated (and moved) at its size.
+            return Box::pin(self.b2bua.invite(request, peer)).await;
         }
-        if let Some(answer) = self.b2bua.in_call(&request, peer).await {
+        if let Some(answer) = Box::pin(self.b2bua.in_call(&request, peer)).await {
             return answer;
         }
         if request.method() == &Method::Ack {
@@ -349,9 +351,7 @@ impl Server {
     ) -> Option<Bytes> {
         match request.method() {
             Method::Register => {
-                self.registrar
-                    .register(request, source, link.as_str())
-                    .await
+                Box::pin(self.registrar.register(request, source, link.as_str())).await
             }
             Method::Options => ResponseBuilder::for_request(request, StatusCode::OK)
                 .header(HeaderName::Allow, ALLOW)

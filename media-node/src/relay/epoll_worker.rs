@@ -25,7 +25,7 @@ impl Watcher for Epoll {
         self.add(fd, token.encode())
     }
 
-    fn unwatch(&mut self, fd: RawFd) {
+    fn unwatch(&mut self, fd: RawFd, _token: Token) {
         self.remove(fd);
     }
 }

@@ -59,8 +59,9 @@ impl Token {
 pub(super) trait Watcher {
     /// Starts delivering the datagrams of `fd` under `token`.
     fn watch(&mut self, fd: RawFd, token: Token) -> io::Result<()>;
-    /// Stops watching `fd` before it closes: no event for it may follow.
-    fn unwatch(&mut self, fd: RawFd);
+    /// Stops watching `fd` (watched under `token`) before it closes: no event for it may
+    /// follow.
+    fn unwatch(&mut self, fd: RawFd, token: Token);
 }
 
 /// Which stream a packet belongs to, hence which socket of the other leg sends it.
@@ -430,17 +431,19 @@ impl Sessions {
         };
         let mut watched = Vec::with_capacity(4);
         let result = session.legs.iter().enumerate().try_for_each(|(leg, l)| {
-            watcher.watch(l.rtp.as_raw_fd(), session.token(slot, leg, false))?;
-            watched.push(l.rtp.as_raw_fd());
+            let token = session.token(slot, leg, false);
+            watcher.watch(l.rtp.as_raw_fd(), token)?;
+            watched.push((l.rtp.as_raw_fd(), token));
             if let Some(rtcp) = &l.rtcp {
-                watcher.watch(rtcp.as_raw_fd(), session.token(slot, leg, true))?;
-                watched.push(rtcp.as_raw_fd());
+                let token = session.token(slot, leg, true);
+                watcher.watch(rtcp.as_raw_fd(), token)?;
+                watched.push((rtcp.as_raw_fd(), token));
             }
             Ok(())
         });
         if let Err(error) = result {
-            for fd in watched {
-                watcher.unwatch(fd);
+            for (fd, token) in watched {
+                watcher.unwatch(fd, token);
             }
             self.free.push(slot);
             return Err(error);
@@ -468,15 +471,17 @@ impl Sessions {
         match change.rtcp {
             RtcpSocket::Keep => {}
             RtcpSocket::Open(socket) => {
-                watcher.watch(socket.as_raw_fd(), token)?;
-                if let Some(old) = target.rtcp.replace(socket) {
-                    watcher.unwatch(old.as_raw_fd());
+                // The new socket takes the old one's token: the old is unwatched first.
+                if let Some(old) = target.rtcp.take() {
+                    watcher.unwatch(old.as_raw_fd(), token);
                 }
+                watcher.watch(socket.as_raw_fd(), token)?;
+                target.rtcp = Some(socket);
                 target.rtcp_latch = Latch::expecting(change.remote.or(target.remote));
             }
             RtcpSocket::Close => {
                 if let Some(old) = target.rtcp.take() {
-                    watcher.unwatch(old.as_raw_fd());
+                    watcher.unwatch(old.as_raw_fd(), token);
                 }
             }
         }
@@ -496,10 +501,10 @@ impl Sessions {
         let session = self.sessions[slot as usize].take()?;
         // Unwatched before the sockets close (when the session drops), so no event names a
         // freed slot's sockets.
-        for leg in &session.legs {
-            watcher.unwatch(leg.rtp.as_raw_fd());
+        for (index, leg) in session.legs.iter().enumerate() {
+            watcher.unwatch(leg.rtp.as_raw_fd(), session.token(slot, index, false));
             if let Some(rtcp) = &leg.rtcp {
-                watcher.unwatch(rtcp.as_raw_fd());
+                watcher.unwatch(rtcp.as_raw_fd(), session.token(slot, index, true));
             }
         }
         self.free.push(slot);

@@ -308,10 +308,13 @@ impl Ring {
         Ok(())
     }
 
-    /// Ends every request on `fd` before it closes, so that the ring holds no reference to the
-    /// socket (its port is free once the caller closes it) and no completion follows but the
-    /// final ones already posted.
-    pub fn cancel(&mut self, fd: RawFd) {
+    /// Ends a socket's receive (queued under `token`) before the socket closes, so that the
+    /// ring holds no reference to it (its port is free once the caller closes it) and no
+    /// completion follows but the final ones already posted. By user data, not by file: the
+    /// kernel finds a request by user data in its hash table, while matching a file walks every
+    /// request in flight — quadratic work with thousands of sessions. (Sends complete as they
+    /// are submitted on UDP sockets, so the receive is the only request left on a socket.)
+    pub fn cancel(&mut self, token: u64) {
         // Anything queued for `fd` must reach the kernel to be cancelled.
         if let Err(error) = self.ring.submit() {
             tracing::warn!(%error, "io_uring submit before a cancel failed");
@@ -319,12 +322,12 @@ impl Ring {
         match self
             .ring
             .submitter()
-            .register_sync_cancel(None, CancelBuilder::fd(Fd(fd)).all())
+            .register_sync_cancel(None, CancelBuilder::user_data(token).all())
         {
             Ok(()) => {}
             Err(error) if error.raw_os_error() == Some(libc::ENOENT) => {}
             Err(error) => {
-                tracing::warn!(%error, fd, "cancelling a socket's io_uring requests failed")
+                tracing::warn!(%error, token, "cancelling a socket's io_uring receive failed")
             }
         }
         self.run_deferred_work();
@@ -676,7 +679,7 @@ mod tests {
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
         let address = socket.local_addr().unwrap();
         ring.receive_on(socket.as_raw_fd(), 1).unwrap();
-        ring.cancel(socket.as_raw_fd());
+        ring.cancel(1);
         drop(socket);
         UdpSocket::bind(address).expect("the port is free");
     }
