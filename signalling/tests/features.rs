@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use centrex_coord::keys;
 use centrex_coord::snapshot::{
-    self as snap, CallerId, DestinationClass, DigestCredentials, HuntGroupEntry, HuntStrategy,
-    NumberEntry, OutboundPolicy, TenantSnapshot, TrunkSnapshot,
+    self as snap, CallerId, DestinationClass, HuntGroupEntry, HuntStrategy, NumberEntry,
+    OutboundPolicy, TenantSnapshot,
 };
 use centrex_coord::testing::eventually;
 use centrex_signalling::cdr::{CallRecord, CallResult, Direction};
 use peers::phone::{Behaviour, Dialer, Phone, status};
-use peers::{DOMAIN, Platform, header, tenant, user};
+use peers::{DOMAIN, Platform, header, tenant, trunk, user};
 
 /// Where the carrier listens and sends from.
 const CARRIER_IP: &str = "127.0.0.2";
@@ -52,37 +52,6 @@ fn group(extension: &str, members: &[&str], strategy: HuntStrategy) -> HuntGroup
         strategy,
         ring_seconds: 1,
         overflow: None,
-    }
-}
-
-/// A trunk to a carrier at `carrier` (trusted from 127.0.0.2), with digest credentials.
-fn trunk(carrier: std::net::SocketAddr) -> TrunkSnapshot {
-    TrunkSnapshot {
-        schema: snap::SCHEMA_VERSION,
-        source: snap::Source {
-            namespace: "default".into(),
-            name: "carrier".into(),
-            uid: "t1".into(),
-            generation: 1,
-        },
-        host: carrier.ip().to_string(),
-        port: carrier.port(),
-        transport: snap::Transport::Udp,
-        registration: Some(snap::TrunkRegistration {
-            credentials: DigestCredentials::derive(
-                "acme-trunk",
-                "carrier.example",
-                b"trunk-secret",
-            ),
-            expiry_seconds: 600,
-        }),
-        inbound_sources: vec![format!("{CARRIER_IP}/32")],
-        number_prefixes: vec!["+1555".into()],
-        max_channels: 10,
-        calls_per_second: 10,
-        country_code: "1".into(),
-        national_prefix: "1".into(),
-        international_prefix: "011".into(),
     }
 }
 

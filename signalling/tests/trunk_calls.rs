@@ -7,49 +7,16 @@ mod peers;
 use std::net::SocketAddr;
 use std::process::Output;
 
-use centrex_coord::snapshot::{
-    self as snap, DestinationClass, DigestCredentials, NumberEntry, OutboundPolicy, TenantSnapshot,
-    TrunkSnapshot,
-};
+use centrex_coord::snapshot::{DestinationClass, NumberEntry, OutboundPolicy, TenantSnapshot};
 use centrex_proto::media::NodeStatsRequest;
 use centrex_proto::media::media_control_client::MediaControlClient;
 use peers::{
     DOMAIN, Platform, free_media_port, free_udp_port, register_scenario, scenario_path, sipp_at,
-    sipp_on,
+    sipp_on, trunk,
 };
 
 const CARRIER_IP: &str = "127.0.0.2";
 const DID_100: &str = "+15551230100";
-
-fn trunk(carrier: SocketAddr) -> TrunkSnapshot {
-    TrunkSnapshot {
-        schema: snap::SCHEMA_VERSION,
-        source: snap::Source {
-            namespace: "default".into(),
-            name: "carrier".into(),
-            uid: "t1".into(),
-            generation: 1,
-        },
-        host: carrier.ip().to_string(),
-        port: carrier.port(),
-        transport: snap::Transport::Udp,
-        registration: Some(snap::TrunkRegistration {
-            credentials: DigestCredentials::derive(
-                "acme-trunk",
-                "carrier.example",
-                b"trunk-secret",
-            ),
-            expiry_seconds: 600,
-        }),
-        inbound_sources: vec![format!("{CARRIER_IP}/32")],
-        number_prefixes: vec!["+1555".into()],
-        max_channels: 10,
-        calls_per_second: 10,
-        country_code: "1".into(),
-        national_prefix: "1".into(),
-        international_prefix: "011".into(),
-    }
-}
 
 fn tenant() -> TenantSnapshot {
     let mut tenant = peers::tenant();

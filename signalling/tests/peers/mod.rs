@@ -65,6 +65,38 @@ pub fn tenant() -> TenantSnapshot {
     }
 }
 
+/// Trunk `carrier` to a carrier at `carrier`, trusted from 127.0.0.2, with digest credentials
+/// `acme-trunk` / `trunk-secret` in realm `carrier.example`, delivering +1555 numbers.
+pub fn trunk(carrier: SocketAddr) -> snap::TrunkSnapshot {
+    snap::TrunkSnapshot {
+        schema: snap::SCHEMA_VERSION,
+        source: snap::Source {
+            namespace: "default".into(),
+            name: "carrier".into(),
+            uid: "t1".into(),
+            generation: 1,
+        },
+        host: carrier.ip().to_string(),
+        port: carrier.port(),
+        transport: snap::Transport::Udp,
+        registration: Some(snap::TrunkRegistration {
+            credentials: DigestCredentials::derive(
+                "acme-trunk",
+                "carrier.example",
+                b"trunk-secret",
+            ),
+            expiry_seconds: 600,
+        }),
+        inbound_sources: vec!["127.0.0.2/32".into()],
+        number_prefixes: vec!["+1555".into()],
+        max_channels: 10,
+        calls_per_second: 10,
+        country_code: "1".into(),
+        national_prefix: "1".into(),
+        international_prefix: "011".into(),
+    }
+}
+
 /// A signalling server on 127.0.0.1 serving [`tenant`].
 pub struct Platform {
     pub store: MemoryStore,

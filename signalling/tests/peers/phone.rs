@@ -258,37 +258,29 @@ impl Dialer {
 
     /// Hangs up an answered call (BYE in its dialog); returns the status of the answer.
     pub async fn hang_up(&self, dialled: &Dialled) -> u16 {
-        let addr = self.socket.local_addr().unwrap();
-        let invite = &dialled.invite;
-        let uri = invite.split(' ').nth(1).unwrap();
-        let bye = format!(
-            "BYE {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {addr};branch=z9hG4bKbye{};rport\r\n\
-             From: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: 3 BYE\r\nMax-Forwards: 70\r\n\
-             Content-Length: 0\r\n\r\n",
-            centrex_signalling::b2bua::random_token(),
-            header(invite, "From"),
-            header(&dialled.response, "To"),
-            header(invite, "Call-ID"),
-        );
-        self.send(&bye).await;
+        self.send(&self.in_dialog(dialled, "BYE", 3)).await;
         status(&self.next_response(200).await)
     }
 
     /// Acknowledges a 2xx answer (a new transaction, RFC 3261 §13.2.2.4).
     pub async fn ack(&self, dialled: &Dialled) {
+        self.send(&self.in_dialog(dialled, "ACK", 2)).await;
+    }
+
+    /// A request of the answered call's dialog.
+    fn in_dialog(&self, dialled: &Dialled, method: &str, cseq: u32) -> String {
         let addr = self.socket.local_addr().unwrap();
         let invite = &dialled.invite;
         let uri = invite.split(' ').nth(1).unwrap();
-        let ack = format!(
-            "ACK {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {addr};branch=z9hG4bKack{};rport\r\n\
-             From: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: 2 ACK\r\nMax-Forwards: 70\r\n\
+        format!(
+            "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {addr};branch=z9hG4bK{};rport\r\n\
+             From: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\nMax-Forwards: 70\r\n\
              Content-Length: 0\r\n\r\n",
             centrex_signalling::b2bua::random_token(),
             header(invite, "From"),
             header(&dialled.response, "To"),
             header(invite, "Call-ID"),
-        );
-        self.send(&ack).await;
+        )
     }
 
     /// The next response with a status of `min` or more.
