@@ -341,8 +341,8 @@ async fn a_draining_instance_refuses_new_calls_and_lets_the_running_one_finish()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_tenant_revision_mid_call_keeps_the_call_and_takes_effect() {
+    use centrex_coord::keys;
     use centrex_coord::snapshot::DigestCredentials;
-    use centrex_coord::{Store, keys};
 
     let platform = Platform::start().await;
     let call = tokio::spawn(call_100_to_101(platform.sip));

@@ -83,7 +83,6 @@ async fn record_of(platform: &Platform, invite: &str) -> CallRecord {
 
 /// Concurrent-call slots the tenant holds.
 async fn tenant_slots(platform: &Platform) -> usize {
-    use centrex_coord::Store;
     platform
         .store
         .list(&keys::tenant_calls(DOMAIN))

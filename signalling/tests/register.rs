@@ -2,7 +2,7 @@
 
 mod peers;
 
-use centrex_coord::{Store, keys};
+use centrex_coord::keys;
 use peers::{DOMAIN, Platform, credentials, register_scenario, sipp};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -668,9 +668,12 @@ impl Call {
             }
             others
         };
-        for (_, held) in released {
-            self.services.limits.release(held).await;
-        }
+        let limits = self.services.limits.clone();
+        tokio::spawn(async move {
+            for (_, held) in released {
+                limits.release(held).await;
+            }
+        });
     }
 
     /// One branch refused (or timed out): when every branch of the stage has, the plan says
@@ -1216,13 +1219,17 @@ impl Call {
             }
             (held, self.record(&state))
         };
-        self.services.limits.release(held).await;
         self.services.records.record(&record);
-        if let Err(error) = self.services.pool.release(&self.anchor).await {
-            tracing::warn!(%error, session = self.anchor.session_id, "media session not released; its idle timeout will");
-        }
+        // Counters and the relay session are released in the background: the answer to the
+        // BYE or CANCEL that ended the call must not wait on a store or a media node that is
+        // slow or unreachable (the counters' lease and the session's idle timeout cover a
+        // release that never happens).
         let call = self.clone();
         tokio::spawn(async move {
+            call.services.limits.release(held).await;
+            if let Err(error) = call.services.pool.release(&call.anchor).await {
+                tracing::warn!(%error, session = call.anchor.session_id, "media session not released; its idle timeout will");
+            }
             tokio::time::sleep(LINGER).await;
             if let Some(b2bua) = call.b2bua.upgrade() {
                 b2bua.forget(&call);

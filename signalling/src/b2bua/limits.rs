@@ -3,8 +3,9 @@
 //! second, a trunk's channels and calls per second. Every counter a call takes is lease-bound
 //! and released when the call ends, so a crashed instance never leaks one.
 
+use std::future::Future;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use centrex_coord::calls::{self, Slot};
 use centrex_coord::lease::KeptLease;
@@ -12,6 +13,23 @@ use centrex_coord::snapshot::{TenantSnapshot, TrunkSnapshot, UserEntry};
 use centrex_coord::{Store, StoreError, keys};
 
 use crate::sip::StatusCode;
+
+/// Longest wait for the store while admitting a call: an unreachable store gives a prompt 503,
+/// not an INVITE left hanging.
+const STORE_DEADLINE: Duration = Duration::from_secs(2);
+
+/// `operation`, or `Unavailable` when the store does not answer within [`STORE_DEADLINE`].
+async fn within<T>(
+    operation: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(STORE_DEADLINE, operation)
+        .await
+        .unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(format!(
+                "no answer within {STORE_DEADLINE:?}"
+            )))
+        })
+}
 
 /// Why a call was not admitted: the SIP answer and its reason phrase.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -88,10 +106,11 @@ impl Limits {
         caller: Option<&UserEntry>,
         call_id: &str,
     ) -> Result<Held, Refusal> {
-        let lease = self.lease.get().await?;
+        let lease = within(self.lease.get()).await?;
         let store = self.store.as_ref();
         let rate = keys::tenant_rate(&tenant.domain);
-        if !calls::admit_rate(store, &rate, tenant.limits.calls_per_second, now(), lease).await? {
+        let per_second = tenant.limits.calls_per_second;
+        if !within(calls::admit_rate(store, &rate, per_second, now(), lease)).await? {
             return Err(Refusal::TenantRate);
         }
         let mut held = Held::default();
@@ -102,15 +121,8 @@ impl Limits {
             }
         }
         let prefix = keys::tenant_calls(&tenant.domain);
-        match calls::acquire(
-            store,
-            &prefix,
-            tenant.limits.concurrent_calls,
-            call_id,
-            lease,
-        )
-        .await
-        {
+        let limit = tenant.limits.concurrent_calls;
+        match within(calls::acquire(store, &prefix, limit, call_id, lease)).await {
             Ok(Some(slot)) => held.push(slot),
             outcome => {
                 self.release(held).await;
@@ -128,15 +140,16 @@ impl Limits {
         user: &UserEntry,
         call_id: &str,
     ) -> Result<Option<Slot>, StoreError> {
-        let lease = self.lease.get().await?;
+        let lease = within(self.lease.get()).await?;
         let prefix = keys::user_calls(domain, &user.extension);
-        calls::acquire(
+        let limit = u32::from(user.max_calls);
+        within(calls::acquire(
             self.store.as_ref(),
             &prefix,
-            u32::from(user.max_calls),
+            limit,
             call_id,
             lease,
-        )
+        ))
         .await
     }
 
@@ -160,20 +173,30 @@ impl Limits {
     /// Whether `user` is at their concurrent-call limit right now (hunt groups skip them).
     pub async fn user_busy(&self, domain: &str, user: &UserEntry) -> Result<bool, StoreError> {
         let prefix = keys::user_calls(domain, &user.extension);
-        Ok(calls::held(self.store.as_ref(), &prefix).await? >= usize::from(user.max_calls))
+        let held = within(calls::held(self.store.as_ref(), &prefix)).await?;
+        Ok(held >= usize::from(user.max_calls))
     }
 
     /// A channel of `trunk` and a place in its calls-per-second window.
     pub async fn hold_trunk(&self, trunk: &TrunkSnapshot, call_id: &str) -> Result<Held, Refusal> {
-        let lease = self.lease.get().await?;
+        let lease = within(self.lease.get()).await?;
         let store = self.store.as_ref();
         let (namespace, name) = (&trunk.source.namespace, &trunk.source.name);
         let rate = keys::trunk_rate(namespace, name);
-        if !calls::admit_rate(store, &rate, trunk.calls_per_second, now(), lease).await? {
+        if !within(calls::admit_rate(
+            store,
+            &rate,
+            trunk.calls_per_second,
+            now(),
+            lease,
+        ))
+        .await?
+        {
             return Err(Refusal::TrunkRate);
         }
         let prefix = keys::trunk_calls(namespace, name);
-        match calls::acquire(store, &prefix, trunk.max_channels, call_id, lease).await? {
+        let channels = trunk.max_channels;
+        match within(calls::acquire(store, &prefix, channels, call_id, lease)).await? {
             Some(slot) => Ok(Held { slots: vec![slot] }),
             None => Err(Refusal::TrunkChannels),
         }

@@ -99,7 +99,7 @@ pub fn trunk(carrier: SocketAddr) -> snap::TrunkSnapshot {
 
 /// A signalling server on 127.0.0.1 serving [`tenant`].
 pub struct Platform {
-    pub store: MemoryStore,
+    pub store: Arc<dyn Store>,
     /// MediaControl of the platform's one media node.
     pub media_grpc: SocketAddr,
     /// SIP over UDP.
@@ -148,7 +148,20 @@ impl Platform {
         tenant: TenantSnapshot,
         trunks: Vec<snap::TrunkSnapshot>,
     ) -> Self {
-        let store = MemoryStore::new();
+        Self::on(Arc::new(MemoryStore::new()), limits, tenant, trunks).await
+    }
+
+    /// A platform serving [`tenant`] from `store` (a real etcd, say).
+    pub async fn on_store(store: Arc<dyn Store>) -> Self {
+        Self::on(store, TcpLimits::default(), tenant(), vec![]).await
+    }
+
+    async fn on(
+        store: Arc<dyn Store>,
+        limits: TcpLimits,
+        tenant: TenantSnapshot,
+        trunks: Vec<snap::TrunkSnapshot>,
+    ) -> Self {
         let name = tenant.source.name.clone();
         store
             .put(
@@ -169,7 +182,7 @@ impl Platform {
                 .unwrap();
         }
         let directory = Directory::default();
-        let shared: Arc<dyn Store> = Arc::new(store.clone());
+        let shared = store.clone();
         tokio::spawn({
             let (directory, shared) = (directory.clone(), shared.clone());
             async move { directory.follow(shared).await }
