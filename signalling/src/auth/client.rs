@@ -4,7 +4,7 @@
 
 use centrex_coord::snapshot::DigestCredentials;
 
-use super::digest::{Algorithm, auth_params};
+use super::digest::{Algorithm, digest_params};
 
 /// A `WWW-Authenticate` / `Proxy-Authenticate` challenge we can answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,14 +38,9 @@ pub enum ChallengeError {
 impl ServerChallenge {
     /// Parses a challenge header value (`Digest realm="…", nonce="…", …`).
     pub fn parse(value: &str) -> Result<Self, ChallengeError> {
-        let value = value.trim_start();
-        let (scheme, params) = value
-            .split_once(|c: char| c.is_ascii_whitespace())
-            .ok_or(ChallengeError::NotDigest)?;
-        if !scheme.eq_ignore_ascii_case("Digest") {
-            return Err(ChallengeError::NotDigest);
-        }
-        let params = auth_params(params).ok_or(ChallengeError::Malformed)?;
+        let params = digest_params(value)
+            .ok_or(ChallengeError::NotDigest)?
+            .ok_or(ChallengeError::Malformed)?;
         let get = |name: &str| {
             params
                 .iter()

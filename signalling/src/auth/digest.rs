@@ -80,14 +80,9 @@ pub enum CredentialsError {
 impl Credentials {
     /// Parses the value of an Authorization header (`Digest username="…", …`).
     pub fn parse(value: &str) -> Result<Self, CredentialsError> {
-        let value = value.trim_start();
-        let (scheme, params) = value
-            .split_once(|c: char| c.is_ascii_whitespace())
-            .ok_or(CredentialsError::NotDigest)?;
-        if !scheme.eq_ignore_ascii_case("Digest") {
-            return Err(CredentialsError::NotDigest);
-        }
-        let params = auth_params(params).ok_or(CredentialsError::Malformed("parameter list"))?;
+        let params = digest_params(value)
+            .ok_or(CredentialsError::NotDigest)?
+            .ok_or(CredentialsError::Malformed("parameter list"))?;
         let get = |name: &str| {
             params
                 .iter()
@@ -194,8 +189,19 @@ pub fn challenges<'a>(
         .collect()
 }
 
+/// The parameters of a `Digest …` header value: `None` when the scheme is not Digest,
+/// `Some(None)` when the parameter list is malformed.
+pub(crate) fn digest_params(value: &str) -> Option<Option<Vec<(String, String)>>> {
+    let (scheme, params) = value
+        .trim_start()
+        .split_once(|c: char| c.is_ascii_whitespace())?;
+    scheme
+        .eq_ignore_ascii_case("Digest")
+        .then(|| auth_params(params))
+}
+
 /// `name=value` pairs of an auth-param list; values may be quoted strings with escapes.
-pub(crate) fn auth_params(input: &str) -> Option<Vec<(String, String)>> {
+fn auth_params(input: &str) -> Option<Vec<(String, String)>> {
     let mut params = Vec::new();
     let mut rest = input.trim();
     while !rest.is_empty() {
