@@ -132,6 +132,28 @@ async fn a_sequential_group_rings_members_in_turn_and_skips_the_unregistered() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_caller_hears_ringing_when_the_next_stage_starts_even_if_no_phone_said_so() {
+    let platform = Platform::serving(
+        acme(|t| t.hunt_groups = vec![group("200", &["101", "102"], HuntStrategy::Sequential)]),
+        vec![],
+    )
+    .await;
+    let _first = Phone::register(platform.sip, "101", Behaviour::Silent).await;
+    let second = Phone::register(platform.sip, "102", Behaviour::Silent).await;
+    let caller = Dialer::new(platform.sip, "100").await;
+    let dialled = caller.dial("200").await;
+    assert_eq!(dialled.status(), 180, "{}", dialled.response);
+    // The ringing came with the second stage, not from a phone.
+    assert!(second.invite().await.starts_with("INVITE "));
+    assert!(
+        !dialled.response.contains(";tag=ph"),
+        "{}",
+        dialled.response
+    );
+    assert_eq!(status(&caller.next_response(200).await), 480);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_simultaneous_group_rings_everyone_and_cancels_the_others_on_answer() {
     let platform = Platform::serving(
         acme(|t| {

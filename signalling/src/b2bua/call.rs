@@ -457,15 +457,33 @@ impl Call {
     /// drives its timers), and starts the stage's ring timer. Not async: a stage that fails
     /// launches the next from those very tasks.
     fn launch(self: &Arc<Self>, first: usize) {
-        let (invites, stage, ring) = {
-            let state = self.state.lock().expect("call lock");
+        let (invites, stage, ring, ringback) = {
+            let mut state = self.state.lock().expect("call lock");
             let invites: Vec<(usize, Bytes, Peer, u32)> = state.forks[first..]
                 .iter()
                 .enumerate()
                 .map(|(i, f)| (first + i, f.invite.clone(), f.destination, f.generation))
                 .collect();
-            (invites, state.stage, state.stage_ring)
+            // A later stage (a forward, the next hunt member) while the caller has heard
+            // nothing but 100 Trying: tell them it rings, as a PBX does.
+            let ringback = (state.stage > 0 && state.phase == Phase::Calling)
+                .then(|| {
+                    ResponseBuilder::for_request(&self.a_invite, StatusCode::RINGING)
+                        .to_tag(self.a_to_tag.clone())
+                        .build()
+                        .ok()
+                })
+                .flatten();
+            if let Some(ringing) = &ringback {
+                state.phase = Phase::Early;
+                state.last_to_caller = Some(ringing.clone());
+            }
+            (invites, state.stage, state.stage_ring, ringback)
         };
+        if let Some(ringing) = ringback {
+            let call = self.clone();
+            tokio::spawn(async move { call.send_to_caller(&ringing).await });
+        }
         for (index, invite, destination, generation) in invites {
             let call = self.clone();
             tokio::spawn(async move {

@@ -25,6 +25,8 @@ pub enum Behaviour {
     Busy,
     /// Rings until the call is cancelled.
     Ring,
+    /// Says nothing at all (a phone that lost its network).
+    Silent,
 }
 
 /// A registered phone answering on its own socket.
@@ -153,6 +155,7 @@ async fn answer(socket: UdpSocket, behaviour: Behaviour, received: Arc<Mutex<Vec
                 let tag = format!("ph{}", invites.len());
                 invites.insert(call_id, (text.clone(), tag.clone()));
                 match behaviour {
+                    Behaviour::Silent => {}
                     Behaviour::Busy => replies.push(respond(&text, "486 Busy Here", &tag, "")),
                     Behaviour::Ring => replies.push(respond(&text, "180 Ringing", &tag, "")),
                     Behaviour::Answer => {
