@@ -11,8 +11,8 @@ use centrex_coord::snapshot::{DestinationClass, NumberEntry, OutboundPolicy, Ten
 use centrex_proto::media::NodeStatsRequest;
 use centrex_proto::media::media_control_client::MediaControlClient;
 use peers::{
-    DOMAIN, Platform, free_media_port, free_udp_port, register_scenario, scenario_path, sipp_at,
-    sipp_on, trunk,
+    Platform, free_media_port, free_udp_port, register_scenario, scenario_path, sipp_at, sipp_on,
+    trunk,
 };
 
 const CARRIER_IP: &str = "127.0.0.2";
@@ -101,28 +101,7 @@ async fn an_outbound_call_authenticates_to_the_carrier_and_carries_audio() {
     });
     let path = dir.path().to_path_buf();
     let caller = tokio::task::spawn_blocking(move || {
-        let media_port = free_media_port().to_string();
-        let args = [
-            "-sf",
-            "uac_call.xml",
-            "-s",
-            "15551239999",
-            "-au",
-            "100",
-            "-ap",
-            "secret-100",
-            "-set",
-            "domain",
-            DOMAIN,
-            "-set",
-            "user",
-            "100",
-            "-mi",
-            "127.0.0.1",
-            "-mp",
-            &media_port,
-        ];
-        sipp_at(sip, free_udp_port(), &path, &args)
+        peers::call_from_100(sip, &path, "uac_call.xml", "15551239999", &[])
     });
     succeeded(&caller.await.unwrap(), "the caller");
     succeeded(&carrier_side.await.unwrap(), "the carrier");

@@ -536,12 +536,23 @@ pub fn nonce_of(challenge: &str) -> String {
 /// sipp as user 100 (password `secret-100`) calling 101 with `scenario` (a file in `dir`) from
 /// a free port, its media on 127.0.0.1; `extra` adds options (`-t t1` for TCP). Blocking.
 pub fn call_as_100(target: SocketAddr, dir: &Path, scenario: &str, extra: &[&str]) -> Output {
+    call_from_100(target, dir, scenario, "101", extra)
+}
+
+/// [`call_as_100`] dialling `dialled` (an extension or a number).
+pub fn call_from_100(
+    target: SocketAddr,
+    dir: &Path,
+    scenario: &str,
+    dialled: &str,
+    extra: &[&str],
+) -> Output {
     let media_port = free_media_port().to_string();
     let mut args = vec![
         "-sf",
         scenario,
         "-s",
-        "101",
+        dialled,
         "-au",
         "100",
         "-ap",

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use centrex_coord::testing::eventually;
 use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;
 
@@ -118,18 +119,11 @@ impl Phone {
     /// The first request of `method`, waiting for it.
     pub async fn request(&self, method: &str) -> String {
         let prefix = format!("{method} ");
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            if let Some(found) = self.received().into_iter().find(|r| r.starts_with(&prefix)) {
-                return found;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{} received no {method}",
-                self.user
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let what = format!("{} to receive a {method}", self.user);
+        eventually(&what, || async {
+            self.received().into_iter().find(|r| r.starts_with(&prefix))
+        })
+        .await
     }
 }
 
