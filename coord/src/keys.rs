@@ -5,7 +5,9 @@
 //! /centrex/v1/trunks/<namespace>/<name>           compiled TrunkSnapshot (JSON), written by the operator
 //! /centrex/v1/media-nodes/<namespace>/<pool>/<node>   media-node registration, under the node's lease
 //! /centrex/v1/registrations/<domain>/<user>/<id>  SIP binding, under a lease with TTL = Expires
-//! /centrex/v1/dialogs/<call-id>                   dialog state for failover
+//! /centrex/v1/dialogs/<call-id>                   dialog state for failover (under each leg's Call-ID)
+//! /centrex/v1/signalling/<instance>               a live signalling instance, under its lease
+//! /centrex/v1/media-drain/<namespace>/<pool>/<node>   the operator asks a media node to drain
 //! /centrex/v1/calls/<domain>/tenant/<slot>        a tenant's concurrent calls, one slot each, lease-bound
 //! /centrex/v1/calls/<domain>/users/<user>/<slot>  a user's concurrent calls, likewise
 //! /centrex/v1/trunk-calls/<namespace>/<name>/<slot>   a trunk's channels in use, likewise
@@ -67,6 +69,31 @@ pub fn registration(domain: &str, user: &str, binding: &str) -> String {
 /// Key of the failover state of one dialog.
 pub fn dialog(call_id: &str) -> String {
     format!("{ROOT}dialogs/{call_id}")
+}
+
+/// Prefix of every dialog's failover state.
+pub fn dialogs() -> String {
+    format!("{ROOT}dialogs/")
+}
+
+/// Prefix of the live signalling instances.
+pub fn signalling_instances() -> String {
+    format!("{ROOT}signalling/")
+}
+
+/// Key of one live signalling instance (its addresses), under the instance's lease.
+pub fn signalling_instance(instance: &str) -> String {
+    format!("{ROOT}signalling/{instance}")
+}
+
+/// Prefix of the drain requests of one media pool.
+pub fn media_drains(namespace: &str, pool: &str) -> String {
+    format!("{ROOT}media-drain/{namespace}/{pool}/")
+}
+
+/// Key of the operator's request that one media node drain (scale-down is coming for it).
+pub fn media_drain(namespace: &str, pool: &str, node: &str) -> String {
+    format!("{ROOT}media-drain/{namespace}/{pool}/{node}")
 }
 
 /// Prefix of every call slot of every tenant (`…/calls/<domain>/…`).
@@ -133,6 +160,8 @@ mod tests {
             trunk_registration("ns", "carrier"),
             trunk_rate("ns", "carrier"),
             election("trunk/carrier"),
+            signalling_instance("signalling-0"),
+            media_drain("ns", "default", "media-1"),
         ] {
             assert!(key.starts_with(ROOT), "{key}");
         }
@@ -145,6 +174,9 @@ mod tests {
         assert!(media_node("ns", "p", "n").starts_with(&media_nodes("ns", "p")));
         assert!(registration("d", "u", "b").starts_with(&registrations("d", "u")));
         assert!(tenant_calls("d").starts_with(&all_calls()));
+        assert!(dialog("c").starts_with(&dialogs()));
+        assert!(signalling_instance("s").starts_with(&signalling_instances()));
+        assert!(media_drain("ns", "p", "n").starts_with(&media_drains("ns", "p")));
         assert!(user_calls("d", "u").starts_with(&all_calls()));
         // A user named "tenant" must not fall under the tenant's own slots.
         assert!(!user_calls("d", "tenant").starts_with(&tenant_calls("d")));
