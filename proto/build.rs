@@ -3,5 +3,8 @@
 
 fn main() -> std::io::Result<()> {
     println!("cargo:rerun-if-changed=proto");
-    tonic_prost_build::configure().compile_protos(&["proto/media_control.proto"], &["proto"])
+    tonic_prost_build::configure().compile_protos(
+        &["proto/media_control.proto", "proto/signalling_peer.proto"],
+        &["proto"],
+    )
 }

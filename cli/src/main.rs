@@ -19,9 +19,12 @@ use centrex_operator::run::{Health, lead, serve_http};
 use centrex_signalling::auth::authenticator::Authenticator;
 use centrex_signalling::auth::digest::Algorithm;
 use centrex_signalling::cdr::{Fanout, JsonLinesSink, LogSink};
+use centrex_signalling::cluster::ClusterConfig;
+use centrex_signalling::cluster::handoff::HandoffService;
 use centrex_signalling::directory::Directory;
 use centrex_signalling::server::{Server, TcpLimits};
 use clap::{Args, Parser, Subcommand};
+use tonic::transport::server::TcpIncoming;
 
 /// Centrex: a multi-tenant hosted PBX on Kubernetes.
 #[derive(Parser)]
@@ -107,6 +110,22 @@ struct SignallingArgs {
     /// Also append call detail records to this JSON-lines file (they always go to the log).
     #[arg(long, env = "CENTREX_CDR_FILE")]
     cdr_file: Option<PathBuf>,
+    /// Address of the SignallingPeer gRPC service, through which the other instances hand this
+    /// one requests for the calls it holds.
+    #[arg(long, default_value = "0.0.0.0:9091")]
+    peer_addr: SocketAddr,
+    /// The address phones reach the pool at (its Service), written into Contact so that a
+    /// call's requests reach whichever instance is alive.
+    #[arg(long, env = "CENTREX_SERVICE_ADDRESS")]
+    service_address: Option<SocketAddr>,
+    /// Also receive SIP over UDP on --service-address, shared with the other instances on this
+    /// host through SO_REUSEPORT (the kernel spreads phones over them, as a Service would).
+    #[arg(long, requires = "service_address")]
+    listen_service: bool,
+    /// TTL of the instance's lease: a dead instance's calls are taken over this long after it
+    /// died (e.g. 10s).
+    #[arg(long, default_value = "10s", value_parser = centrex_media_node::args::parse_duration)]
+    lease_ttl: Duration,
 }
 
 /// What `signalling` does besides running an instance.
@@ -231,6 +250,12 @@ async fn signalling(args: SignallingArgs) -> anyhow::Result<()> {
         drain_timeout = ?args.drain_timeout,
         "signalling starting"
     );
+    let advertised_ip = args.advertise.unwrap_or(args.bind);
+    let peer_ip = if args.peer_addr.ip().is_unspecified() {
+        advertised_ip
+    } else {
+        args.peer_addr.ip()
+    };
     let sip = Sip {
         udp: SocketAddr::new(args.bind, args.udp_port),
         tcp: SocketAddr::new(args.bind, args.tcp_port),
@@ -238,8 +263,26 @@ async fn signalling(args: SignallingArgs) -> anyhow::Result<()> {
         advertise: args.advertise,
         drain_timeout: args.drain_timeout,
         cdr_file: args.cdr_file,
+        cluster: Some(Clustered {
+            config: ClusterConfig {
+                lease_ttl: args.lease_ttl,
+                peer_address: SocketAddr::new(peer_ip, args.peer_addr.port()),
+                service_address: args.service_address,
+            },
+            peer_bind: args.peer_addr,
+            listen_service: args.listen_service,
+        }),
     };
     serve_sip(store, sip, auth).await
+}
+
+/// How an instance of a pool shares the store with the others.
+struct Clustered {
+    config: ClusterConfig,
+    /// Where the SignallingPeer gRPC service listens.
+    peer_bind: SocketAddr,
+    /// Also receive on the service address (SO_REUSEPORT).
+    listen_service: bool,
 }
 
 /// Where and how one instance serves SIP.
@@ -252,6 +295,8 @@ struct Sip {
     drain_timeout: Duration,
     /// JSON-lines file of call records, besides the log.
     cdr_file: Option<PathBuf>,
+    /// One of several instances sharing the store; none in local mode.
+    cluster: Option<Clustered>,
 }
 
 /// Serves SIP for the tenants in `store` until SIGTERM or Ctrl-C, then drains: new calls are
@@ -275,6 +320,9 @@ async fn serve_sip(store: Arc<dyn Store>, sip: Sip, auth: Authenticator) -> anyh
         .with_instance_id(centrex_signalling::server::default_instance_id());
     if let Some(address) = sip.advertise {
         server = server.with_advertise(address);
+    }
+    if let Some(cluster) = &sip.cluster {
+        server = server.with_cluster(cluster.config);
     }
     if let Some(path) = &sip.cdr_file {
         let file = JsonLinesSink::open(path, JsonLinesSink::DEFAULT_CAPACITY)?;
@@ -308,6 +356,9 @@ async fn serve_sip(store: Arc<dyn Store>, sip: Sip, auth: Authenticator) -> anyh
             .serve_tcp(listener, TcpLimits::default(), stopped()),
     );
     tokio::spawn(server.clone().serve_udp(socket, stopped()));
+    if let Some(cluster) = &sip.cluster {
+        join_cluster(&server, cluster, stopped()).await?;
+    }
     tracing::info!(
         instance = server.instance_id(),
         "keeping trunk registrations"
@@ -329,8 +380,51 @@ async fn serve_sip(store: Arc<dyn Store>, sip: Sip, auth: Authenticator) -> anyh
     if tokio::time::timeout(TRUNKS_RELEASE, trunks).await.is_err() {
         tracing::warn!("trunk registrations not released in time");
     }
+    // The calls still up are taken over by the other instances now.
+    server.leave_cluster().await;
     let _ = stop.send(true);
     Ok(())
+}
+
+/// Serves the SignallingPeer gRPC service and, when asked, SIP on the shared service address;
+/// keeps the instance's presence and takes over the calls of instances that are gone.
+async fn join_cluster(
+    server: &Arc<Server>,
+    cluster: &Clustered,
+    stopped: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let peer = tokio::net::TcpListener::bind(cluster.peer_bind)
+        .await
+        .with_context(|| format!("binding SignallingPeer gRPC on {}", cluster.peer_bind))?;
+    tracing::info!(addr = %cluster.peer_bind, "SignallingPeer gRPC");
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(HandoffService::new(server.clone()))
+            .serve_with_incoming_shutdown(TcpIncoming::from(peer), stopped),
+    );
+    if cluster.listen_service
+        && let Some(service) = cluster.config.service_address
+    {
+        let socket = shared_udp_socket(service)
+            .with_context(|| format!("binding SIP on the service address {service}"))?;
+        tracing::info!(addr = %service, "SIP over UDP on the shared service address");
+        tokio::spawn(server.clone().serve_shared_udp(socket));
+    }
+    tokio::spawn(server.clone().run_cluster());
+    Ok(())
+}
+
+/// A UDP socket on `address` that other processes of this host may bind too (SO_REUSEPORT).
+fn shared_udp_socket(address: SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(address),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&address.into())?;
+    tokio::net::UdpSocket::from_std(socket.into())
 }
 
 /// How long stopping waits for the trunk registrations to be un-registered and resigned.
@@ -399,6 +493,7 @@ async fn up(
         // Nobody waits for calls to end when a developer stops local mode.
         drain_timeout: Duration::from_secs(1),
         cdr_file,
+        cluster: None,
     };
     serve_sip(store, sip, auth).await
 }

@@ -42,6 +42,17 @@ impl KeptLease {
         Ok(id)
     }
 
+    /// Revokes the lease now (its keys go at once), e.g. when the process stops; a later
+    /// [`KeptLease::get`] grants a new one. Best effort: a lease that cannot be revoked expires.
+    pub async fn revoke(&self) {
+        let Some(id) = self.current.lock().await.take() else {
+            return;
+        };
+        if let Err(error) = self.store.revoke_lease(id).await {
+            tracing::warn!(%error, lease = id.0, "lease not revoked; it will expire");
+        }
+    }
+
     /// Refreshes the lease every third of its TTL until the `KeptLease` is dropped.
     async fn keep_alive(lease: std::sync::Weak<Self>) {
         let period = lease

@@ -4,3 +4,8 @@
 pub mod media {
     tonic::include_proto!("centrex.media.v1");
 }
+
+/// `centrex.signalling.v1`: signalling → signalling (requests handed to a dialog's owner).
+pub mod signalling {
+    tonic::include_proto!("centrex.signalling.v1");
+}

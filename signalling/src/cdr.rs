@@ -87,7 +87,7 @@ impl From<&Source> for TenantRef {
 }
 
 /// Which way a call went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {
     /// Between two users or groups of one tenant.

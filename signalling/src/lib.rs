@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod b2bua;
 pub mod cdr;
+pub mod cluster;
 pub mod directory;
 pub mod edge;
 pub mod http;

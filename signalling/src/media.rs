@@ -22,14 +22,14 @@ pub const DEADLINE: Duration = Duration::from_secs(2);
 const ATTEMPTS: usize = 3;
 
 /// Where one leg of an anchored call receives: what goes into that party's SDP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LegAddress {
     pub address: IpAddr,
     pub port: u16,
 }
 
 /// A relay session on one node.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Anchor {
     pub session_id: String,
     pub node: SocketAddr,

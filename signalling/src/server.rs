@@ -12,6 +12,8 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
 use crate::auth::authenticator::Authenticator;
 use crate::b2bua::B2bua;
+use crate::cluster::ClusterConfig;
+use crate::cluster::presence::{self, Presence};
 use crate::directory::Directory;
 use crate::edge::rate::{RateLimits, SourceLimiter};
 use crate::metrics::Metrics;
@@ -58,6 +60,8 @@ pub struct Server {
     /// When a drain gives up waiting for calls; set when draining starts.
     drain_deadline: Mutex<Option<Instant>>,
     drain_timeout: Duration,
+    /// Set when the instance is one of several sharing the store.
+    cluster: Option<ClusterConfig>,
 }
 
 impl Server {
@@ -101,6 +105,7 @@ impl Server {
             draining: AtomicBool::new(false),
             drain_deadline: Mutex::new(None),
             drain_timeout: Duration::from_secs(300),
+            cluster: None,
         }
     }
 
@@ -182,15 +187,61 @@ impl Server {
         self.draining.load(Ordering::SeqCst)
     }
 
-    /// Draining, and no call is left or the drain timeout has passed.
+    /// Draining, and no call is left or the drain timeout has passed. In a cluster only calls
+    /// being set up hold the instance: the answered ones are taken over by the others once it
+    /// has left (see [`Server::leave_cluster`]).
     pub fn is_drained(&self) -> bool {
         let deadline = *self.drain_deadline.lock().expect("drain lock");
-        deadline.is_some_and(|deadline| self.active_calls() == 0 || Instant::now() >= deadline)
+        let waiting_for = if self.cluster.is_some() {
+            self.b2bua.calls_being_set_up()
+        } else {
+            self.active_calls()
+        };
+        deadline.is_some_and(|deadline| waiting_for == 0 || Instant::now() >= deadline)
+    }
+
+    /// Leaves the cluster at once (its lease revoked, so its presence and counters go now and
+    /// the other instances take its calls over) rather than when its lease would expire.
+    pub async fn leave_cluster(&self) {
+        if self.cluster.is_some() {
+            self.b2bua.lease().revoke().await;
+        }
     }
 
     /// `/metrics` text.
     pub fn render_metrics(&self) -> String {
         self.metrics.render(self.active_calls(), self.is_draining())
+    }
+
+    /// Takes part in a cluster of instances sharing the store (see [`crate::cluster`]): call
+    /// with the instance's final id, before the server is shared; then run
+    /// [`Server::run_cluster`].
+    pub fn with_cluster(mut self, config: ClusterConfig) -> Self {
+        let instance = self.instance_id().to_string();
+        Arc::get_mut(&mut self.b2bua)
+            .expect("the cluster is joined before the server is shared")
+            .join_cluster(&instance, config.lease_ttl);
+        if let Some(service) = config.service_address {
+            self.out.set_service_address(service);
+        }
+        self.cluster = Some(config);
+        self
+    }
+
+    /// Keeps this instance's presence in the store and takes over the calls of instances that
+    /// are gone, until the task is dropped (nothing to do outside a cluster).
+    pub async fn run_cluster(self: Arc<Self>) {
+        let Some(config) = self.cluster else { return };
+        let presence = presence::keep(
+            self.store.clone(),
+            self.b2bua.lease(),
+            self.instance_id().to_string(),
+            Presence {
+                peer: config.peer_address,
+            },
+            config.lease_ttl / 3,
+        );
+        tokio::join!(presence, self.b2bua.clone().take_over_orphans());
     }
 
     /// Writes `address` into Via and Contact when the UDP socket is bound to a wildcard address
@@ -251,6 +302,25 @@ impl Server {
 
     /// Handles one message already admitted.
     async fn process(&self, datagram: Bytes, source: SocketAddr, link: Transport) -> Option<Bytes> {
+        self.process_as(datagram, source, link, false).await
+    }
+
+    /// Handles a request another instance received for a call this one holds (`SignallingPeer`
+    /// hand-off); returns the answer for that instance to send back.
+    pub async fn handed_over(&self, message: Bytes, source: Peer) -> Option<Bytes> {
+        self.process_as(message, source.addr, source.transport, true)
+            .await
+    }
+
+    /// Handles one message; `handed`: another instance received it and passed it on, so it is
+    /// not passed on again.
+    async fn process_as(
+        &self,
+        datagram: Bytes,
+        source: SocketAddr,
+        link: Transport,
+        handed: bool,
+    ) -> Option<Bytes> {
         let message = match Message::parse(datagram.clone(), &self.limits) {
             Ok(message) => message,
             Err(error) => {
@@ -281,7 +351,7 @@ impl Server {
         }
         let method = request.method().clone();
         self.metrics.request(&method);
-        let response = self.route(request, source, link).await;
+        let response = self.route(request, source, link, handed).await;
         if let Some(response) = &response {
             self.metrics.response(&method, response);
         }
@@ -289,7 +359,13 @@ impl Server {
     }
 
     /// Routes a valid request to the B2BUA, the absorbing transaction table, or `dispatch`.
-    async fn route(&self, request: Request, source: SocketAddr, link: Transport) -> Option<Bytes> {
+    async fn route(
+        &self,
+        request: Request,
+        source: SocketAddr,
+        link: Transport,
+        handed: bool,
+    ) -> Option<Bytes> {
         let in_dialog = request
             .headers()
             .to()
@@ -313,6 +389,12 @@ impl Server {
             return Box::pin(self.b2bua.invite(request, peer)).await;
         }
         if let Some(answer) = Box::pin(self.b2bua.in_call(&request, peer)).await {
+            return answer;
+        }
+        // A dialog's request for a call this instance does not hold: another instance set it up.
+        if in_dialog
+            && let Some(answer) = Box::pin(self.b2bua.elsewhere(&request, peer, handed)).await
+        {
             return answer;
         }
         if request.method() == &Method::Ack {
@@ -405,6 +487,26 @@ impl Server {
         if let Ok(local) = socket.local_addr() {
             self.out.attach_udp(socket.clone(), self.advertised(local));
         }
+        self.receive_udp(socket, shutdown).await;
+    }
+
+    /// Serves SIP over UDP on the pool's shared address (bound with SO_REUSEPORT by every
+    /// instance of the host), until the task is dropped. Answers go out from it; our own requests
+    /// keep leaving from the instance's own socket, whose address is in their Via.
+    pub async fn serve_shared_udp(self: Arc<Self>, socket: UdpSocket) {
+        if let Err(error) = socket2::SockRef::from(&socket).set_recv_buffer_size(RECEIVE_BUFFER) {
+            tracing::warn!(%error, "cannot enlarge the shared SIP socket's receive buffer");
+        }
+        self.receive_udp(Arc::new(socket), std::future::pending())
+            .await;
+    }
+
+    /// Receives datagrams on `socket` and answers each from it, until `shutdown`.
+    async fn receive_udp(
+        self: Arc<Self>,
+        socket: Arc<UdpSocket>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
         let in_flight = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
         let mut buffer = vec![0u8; 65_536];
         tokio::pin!(shutdown);

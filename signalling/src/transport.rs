@@ -16,7 +16,8 @@ use crate::transaction::timers::Reliability;
 pub const CONNECTION_QUEUE: usize = 256;
 
 /// A SIP transport.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Transport {
     Udp,
     Tcp,
@@ -60,7 +61,7 @@ impl Transport {
 }
 
 /// A party we talk to: its address, and the transport that reaches it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Peer {
     pub addr: SocketAddr,
     pub transport: Transport,
@@ -99,6 +100,8 @@ pub enum SendError {
 pub struct Outbound {
     udp: OnceLock<(Arc<UdpSocket>, SocketAddr)>,
     tcp_address: OnceLock<SocketAddr>,
+    /// The pool's shared address (its Service), when it has one: our Contact over UDP.
+    service: OnceLock<SocketAddr>,
     connections: Mutex<HashMap<SocketAddr, mpsc::Sender<Bytes>>>,
 }
 
@@ -113,7 +116,23 @@ impl Outbound {
         let _ = self.tcp_address.set(advertise);
     }
 
-    /// The address to write into Via and Contact for `transport`, once it is served.
+    /// Sets the pool's shared address, written into Contact over UDP instead of our own: a
+    /// dialog's requests then reach whichever instance is alive.
+    pub fn set_service_address(&self, address: SocketAddr) {
+        let _ = self.service.set(address);
+    }
+
+    /// The address to write into Contact for `transport`: the pool's shared address over UDP
+    /// when it has one, else ours. (A TCP dialog stays on its connection.)
+    pub fn contact_address(&self, transport: Transport) -> Option<SocketAddr> {
+        match (transport, self.service.get()) {
+            (Transport::Udp, Some(service)) => Some(*service),
+            _ => self.advertised(transport),
+        }
+    }
+
+    /// The address to write into Via (and Contact, without a shared address) for `transport`,
+    /// once it is served.
     pub fn advertised(&self, transport: Transport) -> Option<SocketAddr> {
         match transport {
             Transport::Udp => self.udp.get().map(|(_, address)| *address),

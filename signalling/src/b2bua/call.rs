@@ -13,6 +13,7 @@ use bytes::Bytes;
 use centrex_coord::snapshot::{TenantSnapshot, TrunkSnapshot, UserEntry};
 
 use super::B2bua;
+use super::dialog::{self, CalleeDialog, CallerRecord, DialogRecord, Dialogs};
 use super::limits::{Held, Limits};
 use super::plan::{Branch, Exhausted, Outcome, Plan, Stage};
 use crate::auth::client::ServerChallenge;
@@ -21,7 +22,7 @@ use crate::media::{Anchor, MediaPool, Remote};
 use crate::routing::presentation;
 use crate::sdp;
 use crate::sip::{
-    HeaderName, Method, Request, RequestBuilder, Response, ResponseBuilder, StatusCode,
+    HeaderName, Message, Method, Request, RequestBuilder, Response, ResponseBuilder, StatusCode,
 };
 use crate::transaction::client::{Action, ClientTransaction, Kind};
 use crate::transaction::timers::TimerValues;
@@ -62,6 +63,15 @@ pub struct Services {
     pub pool: MediaPool,
     pub limits: Arc<Limits>,
     pub records: Arc<dyn RecordSink>,
+    /// Where answered calls are recorded for failover, with this instance's id (in a cluster).
+    pub failover: Option<Failover>,
+}
+
+/// This instance's part in failover: its id, and the dialog records it writes.
+#[derive(Clone)]
+pub struct Failover {
+    pub instance: Arc<str>,
+    pub dialogs: Dialogs,
 }
 
 /// Why a call could not start: the caller's answer.
@@ -154,6 +164,9 @@ struct State {
     /// Final answer the caller got, for the call record.
     final_status: Option<StatusCode>,
     recorded: bool,
+    /// Where each party receives audio, from its latest SDP: where the relay's legs point.
+    a_media: Option<Remote>,
+    b_media: Option<Remote>,
 }
 
 /// A call in progress.
@@ -167,7 +180,8 @@ pub struct Call {
     hops: u8,
     /// The caller's offer with the relay's leg-B address: every branch gets it.
     offer_to_callee: String,
-    plan: tokio::sync::Mutex<Plan>,
+    /// What rings next; none for a call taken over from another instance (it was answered).
+    plan: tokio::sync::Mutex<Option<Plan>>,
     started_at: SystemTime,
     a_invite: Request,
     a_source: Peer,
@@ -234,7 +248,7 @@ impl Call {
     ) -> Result<Arc<Self>, Refused> {
         let limits = services.limits.clone();
         let prepared = Self::prepare(&a_invite, &tenant, &mut plan, &services).await;
-        let (anchor, stage, hops) = match prepared {
+        let (anchor, stage, hops, a_media) = match prepared {
             Ok(prepared) => prepared,
             Err(refused) => {
                 limits.release(held).await;
@@ -259,7 +273,7 @@ impl Call {
             origin,
             hops,
             offer_to_callee,
-            plan: tokio::sync::Mutex::new(plan),
+            plan: tokio::sync::Mutex::new(Some(plan)),
             started_at: SystemTime::now(),
             a_source,
             a_call_id,
@@ -287,6 +301,8 @@ impl Call {
                 answered_at: None,
                 final_status: None,
                 recorded: false,
+                a_media: Some(a_media),
+                b_media: None,
             }),
         });
         call.add_stage(stage);
@@ -299,7 +315,7 @@ impl Call {
         tenant: &TenantSnapshot,
         plan: &mut Plan,
         services: &Services,
-    ) -> Result<(Anchor, Stage, u8), Refused> {
+    ) -> Result<(Anchor, Stage, u8, Remote), Refused> {
         let headers = a_invite.headers();
         let a_call_id = headers.call_id().map_err(|_| StatusCode::BAD_REQUEST)?;
         let hops = headers.max_forwards().ok().flatten().unwrap_or(70);
@@ -332,7 +348,7 @@ impl Call {
             }
         });
         match stage {
-            Ok(stage) => Ok((anchor, stage, hops - 1)),
+            Ok(stage) => Ok((anchor, stage, hops - 1, caller)),
             Err(refused) => {
                 let _ = pool.release(&anchor).await;
                 Err(refused)
@@ -507,6 +523,14 @@ impl Call {
     /// Ended (lingering only to absorb retransmissions).
     pub fn is_over(&self) -> bool {
         self.state.lock().expect("call lock").phase == Phase::Ended
+    }
+
+    /// Not answered yet, and not ended.
+    pub fn is_being_set_up(&self) -> bool {
+        matches!(
+            self.state.lock().expect("call lock").phase,
+            Phase::Calling | Phase::Early
+        )
     }
 
     /// The caller's Call-ID.
@@ -742,7 +766,10 @@ impl Call {
         for (_, held) in released {
             self.services.limits.release(held).await;
         }
-        let next = self.plan.lock().await.next(outcome).await;
+        let next = match self.plan.lock().await.as_mut() {
+            Some(plan) => plan.next(outcome).await,
+            None => Err(Exhausted(None)),
+        };
         let ended = self.state.lock().expect("call lock").phase == Phase::Ended;
         match next {
             Ok(stage) if ended => {
@@ -819,6 +846,11 @@ impl Call {
             {
                 tracing::warn!(%error, "cannot point the callee's leg");
             }
+            self.state.lock().expect("call lock").b_media = Some(Remote {
+                rtp,
+                rtcp_mux: media.rtcp_mux,
+                payload_types: media.rtpmaps.clone(),
+            });
             self.unmux_caller_if_refused(media.rtcp_mux).await;
         }
         let mut builder =
@@ -871,7 +903,178 @@ impl Call {
         if (200..300).contains(&status) {
             self.ack_2xx().await;
             tokio::spawn(self.clone().retransmit_2xx(bytes));
+            self.save_for_failover();
         }
+    }
+
+    /// Writes the answered call's dialog record, so that another instance can carry it on
+    /// (in the background: the store must not delay the call).
+    fn save_for_failover(self: &Arc<Self>) {
+        let Some(failover) = self.services.failover.clone() else {
+            return;
+        };
+        let Some(record) = self.dialog_record(&failover.instance) else {
+            return;
+        };
+        tokio::spawn(async move {
+            if let Err(error) = failover.dialogs.save(&record).await {
+                tracing::warn!(%error, call_id = record.a_call_id, "dialog record not written: the call cannot fail over");
+            }
+        });
+    }
+
+    /// The failover record of the answered call, held by `owner`.
+    fn dialog_record(&self, owner: &str) -> Option<DialogRecord> {
+        let state = self.state.lock().expect("call lock");
+        let winner = &state.forks[state.winner?];
+        let caller = match &self.origin.caller {
+            Caller::User(user) => CallerRecord::User {
+                extension: user.extension.clone(),
+            },
+            Caller::External { number, trunk } => CallerRecord::External {
+                number: number.clone(),
+                trunk: trunk.clone(),
+            },
+        };
+        Some(DialogRecord {
+            owner: owner.into(),
+            leg: dialog::Leg::A,
+            domain: self.tenant.domain.clone(),
+            caller_invite: String::from_utf8_lossy(&self.a_invite.as_bytes()).into_owned(),
+            caller: self.a_source,
+            a_call_id: self.a_call_id.clone(),
+            a_to_tag: self.a_to_tag.clone(),
+            cseq_to_a: state.cseq_to_a,
+            callee: CalleeDialog {
+                call_id: winner.call_id.clone(),
+                from: winner.from.clone(),
+                to: winner.to.clone(),
+                to_tag: state.b_to_tag.clone(),
+                uri: winner.uri.clone(),
+                target: state.b_target.clone(),
+                destination: winner.destination,
+                party: winner.party.clone(),
+                trunk: winner.trunk.as_ref().map(|t| t.source.name.clone()),
+                invite_cseq: winner.cseq,
+                cseq: state.cseq_to_b,
+            },
+            anchor: self.anchor.clone(),
+            caller_media: state.a_media.as_ref()?.into(),
+            callee_media: state.b_media.as_ref().map(Into::into),
+            slots: state.held.keys(),
+            origin: caller,
+            dialled: self.origin.dialled.clone(),
+            direction: self.origin.direction,
+            started_ms: dialog::unix_ms(self.started_at),
+            answered_ms: state.answered_at.map(dialog::unix_ms),
+            hunt_group: state.hunt_group.clone(),
+            forwarded_from: state.forwarded_from.clone(),
+        })
+    }
+
+    /// A call carried on from `record`, written by the instance that set it up (and then died,
+    /// or handed one of its requests over): answered, with the counters of `held`.
+    pub fn restore(
+        b2bua: &Arc<B2bua>,
+        record: &DialogRecord,
+        tenant: Arc<TenantSnapshot>,
+        services: Services,
+        held: Held,
+    ) -> Option<Arc<Self>> {
+        let bytes = Bytes::from(record.caller_invite.clone().into_bytes());
+        let Ok(Message::Request(a_invite)) = Message::parse(bytes, &crate::sip::Limits::default())
+        else {
+            tracing::warn!(
+                call_id = record.a_call_id,
+                "dialog record without a readable INVITE"
+            );
+            return None;
+        };
+        let caller = match &record.origin {
+            CallerRecord::User { extension } => match tenant.user(extension) {
+                Some(user) => Caller::User(Box::new(user.clone())),
+                None => Caller::External {
+                    number: extension.clone(),
+                    trunk: String::new(),
+                },
+            },
+            CallerRecord::External { number, trunk } => Caller::External {
+                number: number.clone(),
+                trunk: trunk.clone(),
+            },
+        };
+        let callee = &record.callee;
+        let trunk = callee
+            .trunk
+            .as_ref()
+            .and_then(|name| b2bua.directory.trunk(&tenant.source.namespace, name));
+        let winner = Fork {
+            stage: 0,
+            branch: String::new(),
+            call_id: callee.call_id.clone(),
+            from: callee.from.clone(),
+            to: callee.to.clone(),
+            uri: callee.uri.clone(),
+            destination: callee.destination,
+            party: callee.party.clone(),
+            trunk,
+            identity: Vec::new(),
+            cseq: callee.invite_cseq,
+            invite: Bytes::new(),
+            tx: ClientTransaction::start(
+                Kind::Invite,
+                callee.destination.transport.reliability(),
+                TimerValues::default(),
+                Instant::now(),
+            ),
+            generation: 0,
+            final_status: Some(200),
+            auth_tried: true,
+        };
+        Some(Arc::new(Self {
+            b2bua: Arc::downgrade(b2bua),
+            services,
+            anchor: record.anchor.clone(),
+            tenant,
+            origin: Origin {
+                caller,
+                dialled: record.dialled.clone(),
+                direction: record.direction,
+            },
+            hops: 70,
+            offer_to_callee: String::new(),
+            plan: tokio::sync::Mutex::new(None),
+            started_at: dialog::from_unix_ms(record.started_ms),
+            a_invite,
+            a_source: record.caller,
+            a_call_id: record.a_call_id.clone(),
+            a_to_tag: record.a_to_tag.clone(),
+            state: Mutex::new(State {
+                phase: Phase::Answered,
+                pending: None,
+                forks: vec![winner],
+                winner: Some(0),
+                last_to_caller: None,
+                b_to_tag: callee.to_tag.clone(),
+                b_target: callee.target.clone(),
+                a_acked: true,
+                cseq_to_a: record.cseq_to_a,
+                cseq_to_b: callee.cseq,
+                requests: HashMap::new(),
+                stage: 0,
+                stage_ring: None,
+                stage_held: Vec::new(),
+                held,
+                hunt_group: record.hunt_group.clone(),
+                forwarded_from: record.forwarded_from.clone(),
+                last_failure: None,
+                answered_at: record.answered_ms.map(dialog::from_unix_ms),
+                final_status: Some(StatusCode::OK),
+                recorded: false,
+                a_media: Some((&record.caller_media).into()),
+                b_media: record.callee_media.as_ref().map(Into::into),
+            }),
+        }))
     }
 
     /// The caller offered RTCP multiplexing and the callee's answer refused it: the caller will
@@ -893,6 +1096,28 @@ impl Call {
             {
                 tracing::warn!(%error, "cannot give the caller's leg an RTCP port");
             }
+            self.remember_media("a", rtp, false, &caller.rtpmaps);
+        }
+    }
+
+    /// Where the party of `leg` ("a": the caller, "b": the callee) now receives audio.
+    fn remember_media(
+        &self,
+        leg: &str,
+        rtp: SocketAddr,
+        rtcp_mux: bool,
+        types: &[(u8, String, u32)],
+    ) {
+        let remote = Some(Remote {
+            rtp,
+            rtcp_mux,
+            payload_types: types.to_vec(),
+        });
+        let mut state = self.state.lock().expect("call lock");
+        if leg == "a" {
+            state.a_media = remote;
+        } else {
+            state.b_media = remote;
         }
     }
 
@@ -1014,6 +1239,7 @@ impl Call {
             {
                 tracing::warn!(%error, "cannot re-point a relay leg");
             }
+            self.remember_media(from_leg, rtp, media.rtcp_mux, &media.rtpmaps);
             body = Some(sdp::anchor(offer, to_leg.address, to_leg.port));
         }
         let method = request.method().clone();
@@ -1085,6 +1311,7 @@ impl Call {
             {
                 tracing::warn!(%error, "cannot re-point a relay leg");
             }
+            self.remember_media(answering_leg, rtp, media.rtcp_mux, &media.rtpmaps);
             builder = builder.body(
                 "application/sdp",
                 Bytes::from(sdp::anchor(answer, original_leg.address, original_leg.port)),
@@ -1224,7 +1451,7 @@ impl Call {
     /// Ends the call: media and counters released, the call recorded, and forgotten after
     /// absorbing retransmissions. Only the first ending counts.
     async fn end(self: &Arc<Self>) {
-        let (held, record) = {
+        let (held, record, answered_leg) = {
             let mut state = self.state.lock().expect("call lock");
             state.phase = Phase::Ended;
             if state.recorded {
@@ -1235,7 +1462,8 @@ impl Call {
             for (_, stage) in std::mem::take(&mut state.stage_held) {
                 held.absorb(stage);
             }
-            (held, self.record(&state))
+            let answered_leg = state.winner.map(|w| state.forks[w].call_id.clone());
+            (held, self.record(&state), answered_leg)
         };
         self.services.records.record(&record);
         // Counters and the relay session are released in the background: the answer to the
@@ -1243,7 +1471,13 @@ impl Call {
         // slow or unreachable (the counters' lease and the session's idle timeout cover a
         // release that never happens).
         let call = self.clone();
+        let b_call_id = answered_leg;
         tokio::spawn(async move {
+            if let (Some(failover), Some(b_call_id)) = (&call.services.failover, b_call_id)
+                && let Err(error) = failover.dialogs.remove(&call.a_call_id, &b_call_id).await
+            {
+                tracing::warn!(%error, call_id = call.a_call_id, "dialog record not removed");
+            }
             call.services.limits.release(held).await;
             if let Err(error) = call.services.pool.release(&call.anchor).await {
                 tracing::warn!(%error, session = call.anchor.session_id, "media session not released; its idle timeout will");
@@ -1776,7 +2010,7 @@ fn via(out: &Outbound, peer: Peer, branch: &str) -> String {
 /// Our Contact towards `peer`, so its in-dialog requests come back over the same transport.
 fn contact(out: &Outbound, peer: Peer) -> String {
     let address = out
-        .advertised(peer.transport)
+        .contact_address(peer.transport)
         .map_or_else(String::new, |a| a.to_string());
     match peer.transport {
         crate::transport::Transport::Udp => format!("<sip:centrex@{address}>"),

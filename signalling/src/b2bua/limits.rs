@@ -85,6 +85,11 @@ impl Held {
     pub fn absorb(&mut self, other: Held) {
         self.slots.extend(other.slots);
     }
+
+    /// The keys of the slots held (what a dialog record keeps for whoever takes the call over).
+    pub fn keys(&self) -> Vec<String> {
+        self.slots.iter().map(|s| s.key.clone()).collect()
+    }
 }
 
 /// The counters of one signalling instance, under its kept lease.
@@ -200,6 +205,47 @@ impl Limits {
             Some(slot) => Ok(Held { slots: vec![slot] }),
             None => Err(Refusal::TrunkChannels),
         }
+    }
+
+    /// Holds again, under this instance's lease, the slots `keys` of call `call_id` taken over
+    /// from a dead instance (whose lease, and with it the slots, expire): the call keeps counting
+    /// against the limits. Best effort: a slot another call took meanwhile is left to it.
+    pub async fn hold_again(&self, keys: &[String], call_id: &str) -> Held {
+        let mut held = Held::default();
+        let Ok(lease) = within(self.lease.get()).await else {
+            return held;
+        };
+        for key in keys {
+            match within(self.hold_slot_again(key, call_id, lease)).await {
+                Ok(true) => held.push(Slot { key: key.clone() }),
+                Ok(false) => tracing::info!(key, call_id, "call slot taken by another call"),
+                Err(error) => tracing::warn!(%error, key, "call slot not held again"),
+            }
+        }
+        held
+    }
+
+    /// Writes `key` for `call_id` under `lease` if it is free or still the call's own.
+    async fn hold_slot_again(
+        &self,
+        key: &str,
+        call_id: &str,
+        lease: centrex_coord::LeaseId,
+    ) -> Result<bool, StoreError> {
+        let expected = match self.store.get(key).await? {
+            None => 0,
+            Some(kv) if kv.value == call_id.as_bytes() => kv.mod_revision,
+            Some(_) => return Ok(false),
+        };
+        let value = Some(call_id.as_bytes().to_vec());
+        let outcome = self
+            .store
+            .compare_and_swap(key, expected, value, Some(lease))
+            .await?;
+        Ok(matches!(
+            outcome,
+            centrex_coord::store::CasOutcome::Written(_)
+        ))
     }
 
     /// Gives counters back (best effort: a slot left behind goes with the lease).

@@ -7,9 +7,12 @@
 //! - [`limits`] admits calls against the cluster-wide counters of users, tenants and trunks;
 //! - `call` runs one call: INVITE / 1xx / 2xx / ACK / BYE / CANCEL on both legs, re-INVITE and
 //!   UPDATE passed through with their SDP anchored, digest towards carriers, a call record at
-//!   the end. Dialog state is in memory (the store holds it from issue #6 on).
+//!   the end;
+//! - [`dialog`] keeps answered calls' dialog state in the store, so that another instance
+//!   carries a call on when the one that set it up dies, and hands requests to a call's owner.
 
 mod call;
+pub mod dialog;
 pub mod limits;
 pub mod plan;
 
@@ -26,6 +29,8 @@ use centrex_coord::snapshot::TenantSnapshot;
 
 use crate::auth::authenticator::{AuthOutcome, Authenticator};
 use crate::cdr::{Direction, LogSink, RecordSink};
+use crate::cluster::handoff::Handoff;
+use crate::cluster::presence;
 use crate::directory::Directory;
 use crate::media::MediaPool;
 use crate::routing::numbers::NumberPlan;
@@ -33,7 +38,8 @@ use crate::routing::target::{self, Target};
 use crate::sip::{HeaderName, Request, Response, ResponseBuilder, StatusCode, Uri};
 use crate::transport::{Outbound, Peer, Transport};
 pub use call::tag as random_token;
-use call::{Call, Caller, Origin, Refused, Services};
+use call::{Call, Caller, Failover, Origin, Refused, Services};
+use dialog::{DialogRecord, Dialogs};
 use limits::Limits;
 use plan::{Plan, World};
 
@@ -72,7 +78,11 @@ pub struct B2bua {
     directory: Directory,
     auth: Arc<Authenticator>,
     out: Arc<Outbound>,
+    /// The instance's lease: its call counters (and, in a cluster, its presence) hang on it.
+    lease: Arc<KeptLease>,
     limits: Arc<Limits>,
+    /// In a cluster: dialog records, and requests handed to other instances.
+    cluster: Option<Cluster>,
     records: Arc<dyn RecordSink>,
     rotations: Arc<Rotations>,
     /// Calls by the Call-ID of any of their legs.
@@ -94,7 +104,9 @@ impl B2bua {
     ) -> Self {
         let lease = KeptLease::new(store.clone(), COUNTER_LEASE_TTL);
         Self {
-            limits: Arc::new(Limits::new(store.clone(), lease)),
+            limits: Arc::new(Limits::new(store.clone(), lease.clone())),
+            lease,
+            cluster: None,
             store,
             directory,
             auth,
@@ -110,6 +122,26 @@ impl B2bua {
     /// Sends call detail records to `records` instead of the log.
     pub fn set_records(&mut self, records: Arc<dyn RecordSink>) {
         self.records = records;
+    }
+
+    /// Takes part in a cluster as `instance`, with a lease of `lease_ttl`: answered calls are
+    /// recorded in the store, requests for calls of other live instances are handed to them,
+    /// and calls of dead ones are taken over.
+    pub fn join_cluster(&mut self, instance: &str, lease_ttl: Duration) {
+        self.lease = KeptLease::new(self.store.clone(), lease_ttl);
+        self.limits = Arc::new(Limits::new(self.store.clone(), self.lease.clone()));
+        self.cluster = Some(Cluster {
+            failover: Failover {
+                instance: instance.into(),
+                dialogs: Dialogs::new(self.store.clone()),
+            },
+            handoff: Handoff::default(),
+        });
+    }
+
+    /// The instance's lease.
+    pub fn lease(&self) -> Arc<KeptLease> {
+        self.lease.clone()
     }
 
     /// A new INVITE (no To tag) from `caller`; returns the immediate answer.
@@ -169,12 +201,7 @@ impl B2bua {
             rotations: self.rotations.clone(),
         };
         let plan = Plan::new(world, tenant.clone(), call_id.clone(), target);
-        let services = Services {
-            out: self.out.clone(),
-            pool: self.media_pool(&tenant.source.namespace, &tenant.media_pool),
-            limits: self.limits.clone(),
-            records: self.records.clone(),
-        };
+        let services = self.services(&tenant);
         let outcome = Call::start(
             self.clone(),
             request.clone(),
@@ -319,11 +346,190 @@ impl B2bua {
             .map(|trunk| NumberPlan::from_trunk(&trunk))
     }
 
-    /// Makes a call findable by every Call-ID it has (new branches add new ones).
-    fn adopt(&self, call: &Arc<Call>) {
+    /// What a call of `tenant` needs from this instance.
+    fn services(&self, tenant: &TenantSnapshot) -> Services {
+        Services {
+            out: self.out.clone(),
+            pool: self.media_pool(&tenant.source.namespace, &tenant.media_pool),
+            limits: self.limits.clone(),
+            records: self.records.clone(),
+            failover: self.cluster.as_ref().map(|c| c.failover.clone()),
+        }
+    }
+
+    /// Makes a call findable by every Call-ID it has (new branches add new ones); returns the
+    /// call held under its caller's Call-ID (an earlier one, when the call was there already).
+    fn adopt(&self, call: &Arc<Call>) -> Arc<Call> {
         let mut calls = self.calls.lock().expect("calls lock");
         for call_id in call.call_ids() {
             calls.entry(call_id).or_insert_with(|| call.clone());
+        }
+        calls
+            .get(call.a_call_id())
+            .cloned()
+            .unwrap_or_else(|| call.clone())
+    }
+
+    /// A request of a dialog this instance does not hold in memory, when it is in a cluster:
+    /// handed to the live instance that holds the call (unless it was handed to us, `handed`),
+    /// or the call taken over when its owner is gone. `None`: no such call anywhere.
+    pub async fn elsewhere(
+        self: &Arc<Self>,
+        request: &Request,
+        source: Peer,
+        handed: bool,
+    ) -> Option<Option<Bytes>> {
+        let cluster = self.cluster.as_ref()?;
+        let call_id = request.headers().call_id().ok()?;
+        let record = match cluster.failover.dialogs.find(call_id).await {
+            Ok(record) => record?,
+            Err(error) => {
+                // The sender retransmits; by then the store may answer.
+                tracing::warn!(%error, call_id, "dialog lookup failed: request dropped");
+                return Some(None);
+            }
+        };
+        let mine = *record.owner == *cluster.failover.instance;
+        if !mine {
+            match presence::find(self.store.as_ref(), &record.owner).await {
+                Ok(Some(_)) if handed => {
+                    tracing::debug!(
+                        call_id,
+                        owner = record.owner,
+                        "handed a call another instance holds"
+                    );
+                    return Some(None);
+                }
+                Ok(Some(owner)) => {
+                    let message = request.as_bytes();
+                    return Some(
+                        match cluster.handoff.deliver(owner.peer, message, source).await {
+                            Ok(answer) => answer,
+                            Err(status) => {
+                                tracing::warn!(%status, call_id, owner = record.owner, "cannot hand a request to its call's owner");
+                                None
+                            }
+                        },
+                    );
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(%error, call_id, "presence lookup failed: request dropped");
+                    return Some(None);
+                }
+            }
+        }
+        let Some(call) = self.take_over(record).await else {
+            return Some(None);
+        };
+        Some(call.request(request, source).await)
+    }
+
+    /// Carries on the call of `record`, claiming it first unless it is ours already; `None` when
+    /// another instance claimed it first or it cannot be restored.
+    async fn take_over(self: &Arc<Self>, record: DialogRecord) -> Option<Arc<Call>> {
+        let cluster = self.cluster.as_ref()?;
+        let instance = &cluster.failover.instance;
+        if let Some(call) = self.find(&record.a_call_id) {
+            return Some(call);
+        }
+        let record = if *record.owner == **instance {
+            record
+        } else {
+            let previous = record.owner.clone();
+            match cluster.failover.dialogs.claim(&record, instance).await {
+                Ok(Some(claimed)) => {
+                    tracing::info!(call_id = claimed.a_call_id, previous, "call taken over");
+                    claimed
+                }
+                Ok(None) => return None,
+                Err(error) => {
+                    tracing::warn!(%error, call_id = record.a_call_id, "cannot claim a call");
+                    return None;
+                }
+            }
+        };
+        let Some(tenant) = self.directory.tenant(&record.domain) else {
+            tracing::warn!(
+                domain = record.domain,
+                "call of an unknown tenant not taken over"
+            );
+            return None;
+        };
+        let held = self
+            .limits
+            .hold_again(&record.slots, &record.a_call_id)
+            .await;
+        let services = self.services(&tenant);
+        let call = Call::restore(self, &record, tenant, services, held)?;
+        Some(self.adopt(&call))
+    }
+
+    /// Takes over the calls of instances that are gone: now, and whenever one's presence
+    /// expires. Runs until the task is dropped.
+    pub async fn take_over_orphans(self: Arc<Self>) {
+        let Some(cluster) = self.cluster.as_ref() else {
+            return;
+        };
+        let prefix = centrex_coord::keys::signalling_instances();
+        loop {
+            self.adopt_orphans().await;
+            let watch = self.store.watch(&prefix, 0).await;
+            let Ok(mut events) = watch else {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            };
+            while let Some(event) = futures::StreamExt::next(&mut events).await {
+                match event {
+                    Ok(centrex_coord::WatchEvent::Delete { key, .. }) => {
+                        let gone = key.strip_prefix(&prefix).unwrap_or(&key);
+                        if *gone != *cluster.failover.instance {
+                            tracing::info!(
+                                instance = gone,
+                                "signalling instance gone: taking its calls over"
+                            );
+                            self.adopt_orphans().await;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::warn!(%error, "watch of signalling instances ended");
+                        break;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    /// Claims every call whose owner is not a live instance (other survivors compete for them:
+    /// each goes to one).
+    async fn adopt_orphans(self: &Arc<Self>) {
+        let Some(cluster) = self.cluster.as_ref() else {
+            return;
+        };
+        let alive = match presence::live(self.store.as_ref()).await {
+            Ok(alive) => alive,
+            Err(error) => {
+                tracing::warn!(%error, "cannot list signalling instances");
+                return;
+            }
+        };
+        let mut alive: Vec<String> = alive.into_keys().collect();
+        alive.push(cluster.failover.instance.to_string());
+        let orphans = match cluster.failover.dialogs.orphans(&alive).await {
+            Ok(orphans) => orphans,
+            Err(error) => {
+                tracing::warn!(%error, "cannot list dialog records");
+                return;
+            }
+        };
+        let mut taken = 0;
+        for record in orphans {
+            taken += usize::from(self.take_over(record).await.is_some());
+        }
+        if taken > 0 {
+            tracing::info!(calls = taken, "calls of gone instances taken over");
         }
     }
 
@@ -376,6 +582,15 @@ impl B2bua {
         }
     }
 
+    /// Calls still ringing: not answered yet, not ended.
+    pub fn calls_being_set_up(&self) -> usize {
+        let calls = self.calls.lock().expect("calls lock");
+        calls
+            .iter()
+            .filter(|(id, call)| *id == call.a_call_id() && call.is_being_set_up())
+            .count()
+    }
+
     /// Calls in progress (ended ones linger a while to absorb retransmissions; they don't count).
     pub fn active_calls(&self) -> usize {
         let calls = self.calls.lock().expect("calls lock");
@@ -385,6 +600,12 @@ impl B2bua {
             .filter(|(id, call)| *id == call.a_call_id() && !call.is_over())
             .count()
     }
+}
+
+/// This instance's part in a cluster.
+struct Cluster {
+    failover: Failover,
+    handoff: Handoff,
 }
 
 /// Marks a Call-ID as being set up for as long as it lives.

@@ -567,6 +567,9 @@ pub fn call_from_100(
         "127.0.0.1",
         "-mp",
         &media_port,
+        // How long the call is held (the scenario's pause).
+        "-d",
+        "1500",
     ];
     args.extend_from_slice(extra);
     sipp_at(target, free_udp_port(), dir, &args)
