@@ -410,7 +410,7 @@ async fn join_cluster(
         tracing::info!(addr = %service, "SIP over UDP on the shared service address");
         tokio::spawn(server.clone().serve_shared_udp(socket));
     }
-    tokio::spawn(server.clone().run_cluster());
+    tokio::spawn(server.clone().run_failover());
     Ok(())
 }
 

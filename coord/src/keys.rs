@@ -41,6 +41,11 @@ pub fn trunk(namespace: &str, name: &str) -> String {
     format!("{ROOT}trunks/{namespace}/{name}")
 }
 
+/// Prefix of every media node of every pool.
+pub fn all_media_nodes() -> String {
+    format!("{ROOT}media-nodes/")
+}
+
 /// Prefix of the media nodes registered for one pool.
 pub fn media_nodes(namespace: &str, pool: &str) -> String {
     format!("{ROOT}media-nodes/{namespace}/{pool}/")
@@ -172,6 +177,7 @@ mod tests {
         assert!(tenant("ns", "acme").starts_with(&tenants()));
         assert!(trunk("ns", "c").starts_with(&trunks()));
         assert!(media_node("ns", "p", "n").starts_with(&media_nodes("ns", "p")));
+        assert!(media_nodes("ns", "p").starts_with(&all_media_nodes()));
         assert!(registration("d", "u", "b").starts_with(&registrations("d", "u")));
         assert!(tenant_calls("d").starts_with(&all_calls()));
         assert!(dialog("c").starts_with(&dialogs()));

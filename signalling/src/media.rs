@@ -33,6 +33,9 @@ pub struct LegAddress {
 pub struct Anchor {
     pub session_id: String,
     pub node: SocketAddr,
+    /// The node's registration key: the call moves to another node when it is deleted.
+    #[serde(default)]
+    pub node_key: String,
     /// The caller's side: the caller sends here.
     pub a: LegAddress,
     /// The callee's side: the callee sends here.
@@ -100,6 +103,20 @@ impl MediaPool {
         tenant: &str,
         caller: &Remote,
     ) -> Result<Anchor, MediaError> {
+        self.anchor_between(session_id, call_id, tenant, caller, None)
+            .await
+    }
+
+    /// As [`MediaPool::anchor`], with the callee's side known too (`callee`): a call moved to
+    /// another node relays both ways at once.
+    pub async fn anchor_between(
+        &self,
+        session_id: &str,
+        call_id: &str,
+        tenant: &str,
+        caller: &Remote,
+        callee: Option<&Remote>,
+    ) -> Result<Anchor, MediaError> {
         let mut nodes = self.nodes().await?;
         let mut last = None;
         for _ in 0..ATTEMPTS {
@@ -108,7 +125,7 @@ impl MediaPool {
             };
             nodes.retain(|n| n.node_id != node.node_id);
             match self
-                .create(&node, session_id, call_id, tenant, caller)
+                .create(&node, session_id, call_id, tenant, caller, callee)
                 .await
             {
                 Ok(anchor) => return Ok(anchor),
@@ -182,6 +199,7 @@ impl MediaPool {
         call_id: &str,
         tenant: &str,
         caller: &Remote,
+        callee: Option<&Remote>,
     ) -> Result<Anchor, MediaError> {
         let address = node.grpc_address;
         // Leg A is ready at once (the caller's offer says where it listens); leg B waits for
@@ -194,9 +212,9 @@ impl MediaPool {
         };
         let b = LegSpec {
             leg_id: "b".into(),
-            rtcp_mux: caller.rtcp_mux,
-            remote: None,
-            payload_types: vec![],
+            rtcp_mux: callee.map_or(caller.rtcp_mux, |c| c.rtcp_mux),
+            remote: callee.map(|c| endpoint(c.rtp)),
+            payload_types: callee.map_or_else(Vec::new, |c| wire_payload_types(&c.payload_types)),
         };
         let request = CreateSessionRequest {
             session_id: session_id.into(),
@@ -241,6 +259,7 @@ impl MediaPool {
         Ok(Anchor {
             session_id: session_id.into(),
             node: address,
+            node_key: keys::media_node(&self.namespace, &self.pool, &node.node_id),
             a: local("a")?,
             b: local("b")?,
         })

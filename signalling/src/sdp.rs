@@ -149,6 +149,32 @@ pub fn anchor(sdp: &str, address: IpAddr, port: u16) -> String {
     out
 }
 
+/// `sdp` as a new version of the same session: the origin's version (RFC 4566 §5.2) plus one, so
+/// that the party takes a re-offer with changed addresses as a change (RFC 3264 §8).
+pub fn next_version(sdp: &str) -> String {
+    let mut out = String::with_capacity(sdp.len() + 2);
+    for line in lines(sdp) {
+        match line.strip_prefix("o=") {
+            Some(origin) => {
+                let mut fields: Vec<String> = origin
+                    .split_ascii_whitespace()
+                    .map(str::to_string)
+                    .collect();
+                if let Some(version) = fields.get_mut(2)
+                    && let Ok(number) = version.parse::<u64>()
+                {
+                    *version = number.wrapping_add(1).to_string();
+                }
+                out.push_str("o=");
+                out.push_str(&fields.join(" "));
+            }
+            None => out.push_str(line),
+        }
+        out.push_str("\r\n");
+    }
+    out
+}
+
 fn lines(sdp: &str) -> impl Iterator<Item = &str> {
     sdp.lines()
         .map(|l| l.trim_end_matches('\r'))
@@ -177,6 +203,12 @@ fn rtpmap(value: &str) -> Option<(u8, String, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_next_version_bumps_only_the_origin_version() {
+        let sdp = "v=0\r\no=- 42 7 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nm=audio 4000 RTP/AVP 0\r\n";
+        assert_eq!(next_version(sdp), sdp.replace("o=- 42 7 IN", "o=- 42 8 IN"));
+    }
 
     const OFFER: &str = "v=0\r\no=alice 2890844526 2890844526 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\n\
         m=audio 49170 RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\n\

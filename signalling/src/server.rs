@@ -215,7 +215,7 @@ impl Server {
 
     /// Takes part in a cluster of instances sharing the store (see [`crate::cluster`]): call
     /// with the instance's final id, before the server is shared; then run
-    /// [`Server::run_cluster`].
+    /// [`Server::run_failover`].
     pub fn with_cluster(mut self, config: ClusterConfig) -> Self {
         let instance = self.instance_id().to_string();
         Arc::get_mut(&mut self.b2bua)
@@ -228,10 +228,14 @@ impl Server {
         self
     }
 
-    /// Keeps this instance's presence in the store and takes over the calls of instances that
-    /// are gone, until the task is dropped (nothing to do outside a cluster).
-    pub async fn run_cluster(self: Arc<Self>) {
-        let Some(config) = self.cluster else { return };
+    /// Keeps calls up when what they depend on goes, until the task is dropped: moves calls off
+    /// media nodes that are gone and, in a cluster, keeps this instance's presence in the store
+    /// and takes over the calls of instances that are gone.
+    pub async fn run_failover(self: Arc<Self>) {
+        let media = self.b2bua.clone().follow_media_nodes();
+        let Some(config) = self.cluster else {
+            return media.await;
+        };
         let presence = presence::keep(
             self.store.clone(),
             self.b2bua.lease(),
@@ -241,7 +245,7 @@ impl Server {
             },
             config.lease_ttl / 3,
         );
-        tokio::join!(presence, self.b2bua.clone().take_over_orphans());
+        tokio::join!(presence, self.b2bua.clone().take_over_orphans(), media);
     }
 
     /// Writes `address` into Via and Contact when the UDP socket is bound to a wildcard address

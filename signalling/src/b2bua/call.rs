@@ -167,13 +167,28 @@ struct State {
     /// Where each party receives audio, from its latest SDP: where the relay's legs point.
     a_media: Option<Remote>,
     b_media: Option<Remote>,
+    /// Each party's latest SDP, offered again (re-anchored) when the call moves to another node.
+    a_sdp: Option<String>,
+    b_sdp: Option<String>,
+    /// Our own re-INVITEs (moving the call to another media node), by branch.
+    own_invites: HashMap<String, OwnInvite>,
+}
+
+/// A re-INVITE of ours to one party.
+struct OwnInvite {
+    to_callee: bool,
+    cseq: u32,
+    destination: Peer,
+    /// A final answer came (retransmissions stop; a repeated 2xx is ACKed again).
+    answered: bool,
 }
 
 /// A call in progress.
 pub struct Call {
     b2bua: Weak<B2bua>,
     services: Services,
-    anchor: Anchor,
+    /// The relay session; replaced when its node dies.
+    anchor: Mutex<Anchor>,
     tenant: Arc<TenantSnapshot>,
     origin: Origin,
     /// Max-Forwards of what we send on leg B.
@@ -262,13 +277,14 @@ impl Call {
             .to_string();
         let offer = std::str::from_utf8(a_invite.body()).unwrap_or_default();
         let offer_to_callee = sdp::anchor(offer, anchor.b.address, anchor.b.port);
+        let a_sdp = offer.to_string();
         let trying = ResponseBuilder::for_request(&a_invite, StatusCode::TRYING)
             .build()
             .ok();
         let call = Arc::new(Self {
             b2bua: Arc::downgrade(&b2bua),
             services,
-            anchor,
+            anchor: Mutex::new(anchor),
             tenant,
             origin,
             hops,
@@ -303,6 +319,9 @@ impl Call {
                 recorded: false,
                 a_media: Some(a_media),
                 b_media: None,
+                a_sdp: Some(a_sdp),
+                b_sdp: None,
+                own_invites: HashMap::new(),
             }),
         });
         call.add_stage(stage);
@@ -525,6 +544,11 @@ impl Call {
         self.state.lock().expect("call lock").phase == Phase::Ended
     }
 
+    /// The relay session the call's audio goes through now.
+    pub fn anchor(&self) -> Anchor {
+        self.anchor.lock().expect("anchor lock").clone()
+    }
+
     /// Not answered yet, and not ended.
     pub fn is_being_set_up(&self) -> bool {
         matches!(
@@ -555,6 +579,12 @@ impl Call {
             Method::Cancel => cancel_key(b),
             _ => b.to_string(),
         });
+        if cseq.method == Method::Invite
+            && let Some(branch) = &branch
+            && self.own_reinvite_answered(branch, &response).await
+        {
+            return;
+        }
         if let Some(key) = &key
             && let Some(tx) = self.state.lock().expect("call lock").requests.get_mut(key)
         {
@@ -841,16 +871,12 @@ impl Call {
             if let Err(error) = self
                 .services
                 .pool
-                .point(&self.anchor, "b", rtp, media.rtcp_mux, &media.rtpmaps)
+                .point(&self.anchor(), "b", rtp, media.rtcp_mux, &media.rtpmaps)
                 .await
             {
                 tracing::warn!(%error, "cannot point the callee's leg");
             }
-            self.state.lock().expect("call lock").b_media = Some(Remote {
-                rtp,
-                rtcp_mux: media.rtcp_mux,
-                payload_types: media.rtpmaps.clone(),
-            });
+            self.remember_media("b", rtp, media.rtcp_mux, &media.rtpmaps, Some(answer));
             self.unmux_caller_if_refused(media.rtcp_mux).await;
         }
         let mut builder =
@@ -866,8 +892,8 @@ impl Call {
                 "application/sdp",
                 Bytes::from(sdp::anchor(
                     answer,
-                    self.anchor.a.address,
-                    self.anchor.a.port,
+                    self.anchor().a.address,
+                    self.anchor().a.port,
                 )),
             );
         }
@@ -958,9 +984,11 @@ impl Call {
                 invite_cseq: winner.cseq,
                 cseq: state.cseq_to_b,
             },
-            anchor: self.anchor.clone(),
+            anchor: self.anchor(),
             caller_media: state.a_media.as_ref()?.into(),
             callee_media: state.b_media.as_ref().map(Into::into),
+            caller_sdp: state.a_sdp.clone(),
+            callee_sdp: state.b_sdp.clone(),
             slots: state.held.keys(),
             origin: caller,
             dialled: self.origin.dialled.clone(),
@@ -1034,7 +1062,7 @@ impl Call {
         Some(Arc::new(Self {
             b2bua: Arc::downgrade(b2bua),
             services,
-            anchor: record.anchor.clone(),
+            anchor: Mutex::new(record.anchor.clone()),
             tenant,
             origin: Origin {
                 caller,
@@ -1073,6 +1101,9 @@ impl Call {
                 recorded: false,
                 a_media: Some((&record.caller_media).into()),
                 b_media: record.callee_media.as_ref().map(Into::into),
+                a_sdp: record.caller_sdp.clone(),
+                b_sdp: record.callee_sdp.clone(),
+                own_invites: HashMap::new(),
             }),
         }))
     }
@@ -1091,22 +1122,24 @@ impl Call {
             if let Err(error) = self
                 .services
                 .pool
-                .point(&self.anchor, "a", rtp, false, &caller.rtpmaps)
+                .point(&self.anchor(), "a", rtp, false, &caller.rtpmaps)
                 .await
             {
                 tracing::warn!(%error, "cannot give the caller's leg an RTCP port");
             }
-            self.remember_media("a", rtp, false, &caller.rtpmaps);
+            self.remember_media("a", rtp, false, &caller.rtpmaps, None);
         }
     }
 
-    /// Where the party of `leg` ("a": the caller, "b": the callee) now receives audio.
+    /// Where the party of `leg` ("a": the caller, "b": the callee) now receives audio, and its
+    /// SDP saying so (`None`: unchanged).
     fn remember_media(
         &self,
         leg: &str,
         rtp: SocketAddr,
         rtcp_mux: bool,
         types: &[(u8, String, u32)],
+        sdp: Option<&str>,
     ) {
         let remote = Some(Remote {
             rtp,
@@ -1114,11 +1147,166 @@ impl Call {
             payload_types: types.to_vec(),
         });
         let mut state = self.state.lock().expect("call lock");
-        if leg == "a" {
-            state.a_media = remote;
+        let state = &mut *state;
+        let (media, last_sdp) = if leg == "a" {
+            (&mut state.a_media, &mut state.a_sdp)
         } else {
-            state.b_media = remote;
+            (&mut state.b_media, &mut state.b_sdp)
+        };
+        *media = remote;
+        if let Some(sdp) = sdp {
+            *last_sdp = Some(sdp.to_string());
         }
+    }
+
+    /// Moves the call's audio to another media node (its node is gone): a new relay session
+    /// between the parties' last known addresses, then a re-INVITE to each party offering its
+    /// side of it.
+    pub async fn re_anchor(self: &Arc<Self>) {
+        let known = {
+            let state = self.state.lock().expect("call lock");
+            match (&state.a_media, &state.b_media, &state.a_sdp, &state.b_sdp) {
+                (Some(a), Some(b), Some(a_sdp), Some(b_sdp)) if state.phase == Phase::Answered => {
+                    Some((a.clone(), b.clone(), a_sdp.clone(), b_sdp.clone()))
+                }
+                _ => None,
+            }
+        };
+        let Some((a_media, b_media, a_sdp, b_sdp)) = known else {
+            return;
+        };
+        let old = self.anchor();
+        let session = format!("{}-{}", session_id(&self.a_call_id), tag());
+        let moved = self
+            .services
+            .pool
+            .anchor_between(
+                &session,
+                &self.a_call_id,
+                &self.tenant.domain,
+                &a_media,
+                Some(&b_media),
+            )
+            .await;
+        let anchor = match moved {
+            Ok(anchor) => anchor,
+            Err(error) => {
+                tracing::warn!(%error, call_id = self.a_call_id, "cannot move the call to another media node");
+                return;
+            }
+        };
+        *self.anchor.lock().expect("anchor lock") = anchor.clone();
+        tracing::info!(
+            call_id = self.a_call_id,
+            from = old.node_key,
+            to = anchor.node_key,
+            "call moved to another media node"
+        );
+        let to_caller = sdp::next_version(&sdp::anchor(&b_sdp, anchor.a.address, anchor.a.port));
+        let to_callee = sdp::next_version(&sdp::anchor(&a_sdp, anchor.b.address, anchor.b.port));
+        self.own_reinvite(false, to_caller).await;
+        self.own_reinvite(true, to_callee).await;
+        self.save_for_failover();
+    }
+
+    /// Sends a re-INVITE of ours with `sdp` to the callee (`to_callee`) or the caller, and
+    /// retransmits it over UDP until it is answered (RFC 3261 §17.1.1.2, Timers A and B).
+    async fn own_reinvite(self: &Arc<Self>, to_callee: bool, sdp: String) {
+        let Some((invite, branch, cseq, destination)) =
+            self.in_dialog(to_callee, Method::Invite, Some(sdp))
+        else {
+            return;
+        };
+        self.state.lock().expect("call lock").own_invites.insert(
+            branch.clone(),
+            OwnInvite {
+                to_callee,
+                cseq,
+                destination,
+                answered: false,
+            },
+        );
+        self.send(&invite, destination).await;
+        if destination.transport == crate::transport::Transport::Tcp {
+            return;
+        }
+        let call = self.clone();
+        tokio::spawn(async move {
+            let timers = TimerValues::default();
+            let (mut interval, started) = (timers.t1, Instant::now());
+            while started.elapsed() < timers.timeout() {
+                tokio::time::sleep(interval).await;
+                let waiting = {
+                    let state = call.state.lock().expect("call lock");
+                    state.phase != Phase::Ended
+                        && state.own_invites.get(&branch).is_some_and(|o| !o.answered)
+                };
+                if !waiting {
+                    return;
+                }
+                call.send(&invite, destination).await;
+                interval *= 2;
+            }
+            tracing::warn!(
+                call_id = call.a_call_id,
+                to_callee,
+                "no answer to our re-INVITE"
+            );
+        });
+    }
+
+    /// A party answered one of our re-INVITEs: ACK it, and point its relay leg where its answer
+    /// says. `true` when `response` was one.
+    async fn own_reinvite_answered(&self, branch: &str, response: &Response) -> bool {
+        let status = response.status();
+        let own = {
+            let mut state = self.state.lock().expect("call lock");
+            let Some(own) = state.own_invites.get_mut(branch) else {
+                return false;
+            };
+            let first = !own.answered && !status.is_provisional();
+            own.answered |= !status.is_provisional();
+            (own.to_callee, own.cseq, own.destination, first)
+        };
+        let (to_callee, cseq, destination, first) = own;
+        if status.is_provisional() {
+            return true;
+        }
+        let to = response
+            .headers()
+            .get(HeaderName::To)
+            .unwrap_or_default()
+            .to_string();
+        // A 2xx is ACKed in a transaction of its own; a failure with the INVITE's branch.
+        let ack_branch = if status.is_success() {
+            format!("z9hG4bK{}", tag())
+        } else {
+            branch.to_string()
+        };
+        if let Some(ack) = self.ack_in_dialog(to_callee, &to, cseq, &ack_branch) {
+            self.send(&ack, destination).await;
+        }
+        if !status.is_success() {
+            tracing::warn!(call_id = self.a_call_id, to_callee, %status, "a party refused the re-INVITE moving its audio");
+            return true;
+        }
+        if first
+            && let Ok(answer) = std::str::from_utf8(response.body())
+            && let Ok(media) = sdp::audio_endpoint(answer)
+        {
+            let leg = if to_callee { "b" } else { "a" };
+            let rtp = SocketAddr::new(media.address, media.port);
+            if let Err(error) = self
+                .services
+                .pool
+                .point(&self.anchor(), leg, rtp, media.rtcp_mux, &media.rtpmaps)
+                .await
+            {
+                tracing::warn!(%error, "cannot point a moved relay leg");
+            }
+            self.remember_media(leg, rtp, media.rtcp_mux, &media.rtpmaps, Some(answer));
+        }
+        true
     }
 
     /// A request inside this call, from either party.
@@ -1222,9 +1410,9 @@ impl Call {
             }
         }
         let (from_leg, to_leg) = if from_caller {
-            ("a", self.anchor.b)
+            ("a", self.anchor().b)
         } else {
-            ("b", self.anchor.a)
+            ("b", self.anchor().a)
         };
         let mut body = None;
         if let Ok(offer) = std::str::from_utf8(request.body())
@@ -1234,12 +1422,18 @@ impl Call {
             if let Err(error) = self
                 .services
                 .pool
-                .point(&self.anchor, from_leg, rtp, media.rtcp_mux, &media.rtpmaps)
+                .point(
+                    &self.anchor(),
+                    from_leg,
+                    rtp,
+                    media.rtcp_mux,
+                    &media.rtpmaps,
+                )
                 .await
             {
                 tracing::warn!(%error, "cannot re-point a relay leg");
             }
-            self.remember_media(from_leg, rtp, media.rtcp_mux, &media.rtpmaps);
+            self.remember_media(from_leg, rtp, media.rtcp_mux, &media.rtpmaps, Some(offer));
             body = Some(sdp::anchor(offer, to_leg.address, to_leg.port));
         }
         let method = request.method().clone();
@@ -1288,9 +1482,9 @@ impl Call {
             return;
         };
         let (answering_leg, original_leg) = if from_caller {
-            ("b", self.anchor.a)
+            ("b", self.anchor().a)
         } else {
-            ("a", self.anchor.b)
+            ("a", self.anchor().b)
         };
         let mut builder = ResponseBuilder::for_request(&original, status);
         if let Ok(answer) = std::str::from_utf8(response.body())
@@ -1301,7 +1495,7 @@ impl Call {
                 .services
                 .pool
                 .point(
-                    &self.anchor,
+                    &self.anchor(),
                     answering_leg,
                     rtp,
                     media.rtcp_mux,
@@ -1311,7 +1505,13 @@ impl Call {
             {
                 tracing::warn!(%error, "cannot re-point a relay leg");
             }
-            self.remember_media(answering_leg, rtp, media.rtcp_mux, &media.rtpmaps);
+            self.remember_media(
+                answering_leg,
+                rtp,
+                media.rtcp_mux,
+                &media.rtpmaps,
+                Some(answer),
+            );
             builder = builder.body(
                 "application/sdp",
                 Bytes::from(sdp::anchor(answer, original_leg.address, original_leg.port)),
@@ -1479,8 +1679,9 @@ impl Call {
                 tracing::warn!(%error, call_id = call.a_call_id, "dialog record not removed");
             }
             call.services.limits.release(held).await;
-            if let Err(error) = call.services.pool.release(&call.anchor).await {
-                tracing::warn!(%error, session = call.anchor.session_id, "media session not released; its idle timeout will");
+            let anchor = call.anchor();
+            if let Err(error) = call.services.pool.release(&anchor).await {
+                tracing::warn!(%error, session = anchor.session_id, "media session not released; its idle timeout will");
             }
             tokio::time::sleep(LINGER).await;
             if let Some(b2bua) = call.b2bua.upgrade() {

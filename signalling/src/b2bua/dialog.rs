@@ -89,6 +89,11 @@ pub struct DialogRecord {
     /// Where each party sends and receives audio (the relay's legs point there).
     pub caller_media: MediaRecord,
     pub callee_media: Option<MediaRecord>,
+    /// Each party's latest SDP: what it is offered again when its call moves to another node.
+    #[serde(default)]
+    pub caller_sdp: Option<String>,
+    #[serde(default)]
+    pub callee_sdp: Option<String>,
     /// Keys of the call's counter slots (the new owner holds them under its own lease).
     pub slots: Vec<String>,
     pub origin: CallerRecord,

@@ -49,6 +49,8 @@ const MAX_CALLS: usize = 50_000;
 const MAX_POOLS: usize = 256;
 /// Hunt groups whose round-robin position is kept; past it positions start again.
 const MAX_ROTATIONS: usize = 65_536;
+/// Calls moved to another media node at once when theirs is gone.
+const MOVES_AT_ONCE: usize = 64;
 /// TTL of the lease the instance's call counters hang on: a crashed instance's calls stop
 /// counting this long after it died.
 const COUNTER_LEASE_TTL: Duration = Duration::from_secs(15);
@@ -500,6 +502,63 @@ impl B2bua {
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
+    }
+
+    /// Moves calls off media nodes that are gone (their registration expired, or was withdrawn
+    /// when the node stopped) to live ones. Runs until the task is dropped.
+    pub async fn follow_media_nodes(self: Arc<Self>) {
+        let prefix = centrex_coord::keys::all_media_nodes();
+        loop {
+            // Nodes that went while nobody watched (before, or between two watches).
+            if let Ok((nodes, _)) = self.store.list(&prefix).await {
+                let live: HashSet<&str> = nodes.iter().map(|kv| kv.key.as_str()).collect();
+                self.move_calls_off(|key| !live.contains(key)).await;
+            }
+            let Ok(mut events) = self.store.watch(&prefix, 0).await else {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            };
+            while let Some(event) = futures::StreamExt::next(&mut events).await {
+                match event {
+                    Ok(centrex_coord::WatchEvent::Delete { key, .. }) => {
+                        tracing::info!(node = key, "media node gone: moving its calls");
+                        self.move_calls_off(|node| node == key).await;
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::warn!(%error, "watch of media nodes ended");
+                        break;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    /// Re-anchors the answered calls whose node's registration key `gone` selects.
+    async fn move_calls_off(&self, gone: impl Fn(&str) -> bool) {
+        let calls: Vec<Arc<Call>> = {
+            let calls = self.calls.lock().expect("calls lock");
+            calls
+                .iter()
+                .filter(|(id, call)| *id == call.a_call_id() && !call.is_over())
+                .map(|(_, call)| call.clone())
+                .filter(|call| {
+                    let node = call.anchor().node_key;
+                    !node.is_empty() && gone(&node)
+                })
+                .collect()
+        };
+        if calls.is_empty() {
+            return;
+        }
+        tracing::info!(calls = calls.len(), "moving calls to other media nodes");
+        futures::StreamExt::for_each_concurrent(
+            futures::stream::iter(calls),
+            MOVES_AT_ONCE,
+            |call| async move { call.re_anchor().await },
+        )
+        .await;
     }
 
     /// Claims every call whose owner is not a live instance (other survivors compete for them:
