@@ -9,6 +9,7 @@ use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
 use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use centrex_coord::snapshot::{self as snap, DigestCredentials, TenantSnapshot};
 use centrex_coord::store::MemoryStore;
@@ -109,6 +110,8 @@ pub struct Platform {
     pub server: Arc<Server>,
     /// Call detail records written so far.
     pub records: Arc<Records>,
+    /// Stops the platform's media node when dropped.
+    pub media: tokio::sync::oneshot::Sender<()>,
 }
 
 /// A call record sink that keeps what it is given, for the tests to read.
@@ -197,7 +200,7 @@ impl Platform {
             })
             .await;
         }
-        let media_grpc = media_node(&shared).await;
+        let (media_grpc, media) = media_node(&shared, "media-0", "31000-31999").await;
         let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let sip = socket.local_addr().unwrap();
         // sipp 3.6 answers only the first challenge and knows only MD5.
@@ -205,6 +208,7 @@ impl Platform {
         let records = Arc::new(Records::default());
         let server = Arc::new(Server::new(shared, directory, auth).with_records(records.clone()));
         tokio::spawn(server.clone().serve_udp(socket, std::future::pending()));
+        tokio::spawn(server.clone().run_failover());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let tcp = listener.local_addr().unwrap();
         tokio::spawn(
@@ -219,33 +223,46 @@ impl Platform {
             tcp,
             server,
             records,
+            media,
         }
     }
 }
 
-/// Starts a media node of pool `default/default` on 127.0.0.1; returns its gRPC address.
-async fn media_node(store: &Arc<dyn Store>) -> SocketAddr {
-    let mut config =
-        centrex_media_node::Config::new("media-0", "default", "127.0.0.1".parse().unwrap());
+/// Starts media node `id` of pool `default/default` on 127.0.0.1 with RTP `ports` ("min-max"),
+/// registered under a 1 s lease; returns its gRPC address and what stops it (a SIGTERM: it
+/// drains for at most 200 ms, then leaves with whatever sessions it still has).
+pub async fn media_node(
+    store: &Arc<dyn Store>,
+    id: &str,
+    ports: &str,
+) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let mut config = centrex_media_node::Config::new(id, "default", "127.0.0.1".parse().unwrap());
     config.namespace = "default".into();
     config.bind = "127.0.0.1".parse().unwrap();
     config.grpc_addr = "127.0.0.1:0".parse().unwrap();
     config.http_addr = "127.0.0.1:0".parse().unwrap();
-    config.rtp_ports = "31000-31999".parse().unwrap();
+    config.rtp_ports = ports.parse().unwrap();
+    config.registration_ttl = Duration::from_secs(1);
+    config.registration_refresh = Duration::from_millis(300);
+    config.drain_timeout = Duration::from_millis(200);
     let node = centrex_media_node::MediaNode::start(config, store.clone())
         .await
         .unwrap();
     let grpc = node.grpc_addr();
-    tokio::spawn(node.run(std::future::pending()));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = node
+            .run(async move {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    let key = keys::media_node("default", "default", id);
     eventually("the media node to register", || async {
-        let (nodes, _) = store
-            .list(&keys::media_nodes("default", "default"))
-            .await
-            .unwrap();
-        (!nodes.is_empty()).then_some(())
+        store.get(&key).await.unwrap().map(|_| ())
     })
     .await;
-    grpc
+    (grpc, stop)
 }
 
 /// Runs sipp bound to 127.0.0.1:`port` with `args`; blocking (use `spawn_blocking`).

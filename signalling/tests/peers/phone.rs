@@ -280,6 +280,27 @@ impl Dialer {
         )
     }
 
+    /// The next request of `method` the platform sends this user (responses are skipped).
+    pub async fn next_request(&self, method: &str) -> String {
+        let mut buffer = vec![0u8; 65_536];
+        let prefix = format!("{method} ");
+        loop {
+            let (len, _) = tokio::time::timeout(WAIT, self.socket.recv_from(&mut buffer))
+                .await
+                .unwrap_or_else(|_| panic!("{} got no {method}", self.user))
+                .unwrap();
+            let text = String::from_utf8_lossy(&buffer[..len]).into_owned();
+            if text.starts_with(&prefix) {
+                return text;
+            }
+        }
+    }
+
+    /// Answers `request` (one the platform sent) with `status` and `sdp`.
+    pub async fn answer(&self, request: &str, status: &str, sdp: &str) {
+        self.send(&respond(request, status, "unused", sdp)).await;
+    }
+
     /// The next response with a status of `min` or more.
     pub async fn next_response(&self, min: u16) -> String {
         let mut buffer = vec![0u8; 65_536];
