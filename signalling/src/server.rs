@@ -62,6 +62,8 @@ pub struct Server {
     drain_timeout: Duration,
     /// Set when the instance is one of several sharing the store.
     cluster: Option<ClusterConfig>,
+    /// The instance left its cluster: its presence is not published again.
+    left: Arc<AtomicBool>,
 }
 
 impl Server {
@@ -106,6 +108,7 @@ impl Server {
             drain_deadline: Mutex::new(None),
             drain_timeout: Duration::from_secs(300),
             cluster: None,
+            left: Arc::default(),
         }
     }
 
@@ -204,6 +207,7 @@ impl Server {
     /// the other instances take its calls over) rather than when its lease would expire.
     pub async fn leave_cluster(&self) {
         if self.cluster.is_some() {
+            self.left.store(true, Ordering::SeqCst);
             self.b2bua.lease().revoke().await;
         }
     }
@@ -244,6 +248,7 @@ impl Server {
                 peer: config.peer_address,
             },
             config.lease_ttl / 3,
+            self.left.clone(),
         );
         tokio::join!(presence, self.b2bua.clone().take_over_orphans(), media);
     }

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use centrex_coord::lease::KeptLease;
@@ -18,18 +19,18 @@ pub struct Presence {
 }
 
 /// Keeps `instance`'s presence key under `lease`, writing it again every `period` (so it comes
-/// back by itself when the lease had to be granted anew after a store outage). Runs until the
-/// task is dropped.
+/// back by itself when the lease had to be granted anew after a store outage), until `left`.
 pub async fn keep(
     store: Arc<dyn Store>,
     lease: Arc<KeptLease>,
     instance: String,
     presence: Presence,
     period: Duration,
+    left: Arc<AtomicBool>,
 ) {
     let key = keys::signalling_instance(&instance);
     let value = serde_json::to_vec(&presence).expect("presence serialises");
-    loop {
+    while !left.load(Ordering::SeqCst) {
         let written = match lease.get().await {
             Ok(lease) => store.put(&key, value.clone(), Some(lease)).await.map(drop),
             Err(error) => Err(error),

@@ -18,6 +18,8 @@ use centrex_coord::{Store, keys};
 use centrex_signalling::auth::authenticator::Authenticator;
 use centrex_signalling::auth::digest::Algorithm;
 use centrex_signalling::cdr::{CallRecord, RecordSink};
+use centrex_signalling::cluster::ClusterConfig;
+use centrex_signalling::cluster::handoff::HandoffService;
 use centrex_signalling::directory::Directory;
 use centrex_signalling::server::{Server, TcpLimits};
 
@@ -226,6 +228,47 @@ impl Platform {
             media,
         }
     }
+}
+
+/// A signalling instance named `instance` serving [`tenant`] from `store` as one of a cluster
+/// (lease of 1 s, its SignallingPeer gRPC service served); returns it and its SIP address.
+pub async fn cluster_instance(
+    store: &Arc<dyn Store>,
+    instance: &str,
+    records: Arc<Records>,
+) -> (Arc<Server>, SocketAddr) {
+    let directory = Directory::default();
+    tokio::spawn({
+        let (directory, store) = (directory.clone(), store.clone());
+        async move { directory.follow(store).await }
+    });
+    eventually("the tenant to reach the directory", || async {
+        directory.tenant(DOMAIN).map(|_| ())
+    })
+    .await;
+    let peer = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let config = ClusterConfig {
+        lease_ttl: Duration::from_secs(1),
+        peer_address: peer.local_addr().unwrap(),
+        service_address: None,
+    };
+    let auth = Authenticator::new().with_algorithms(vec![Algorithm::Md5]);
+    let server = Arc::new(
+        Server::new(store.clone(), directory, auth)
+            .with_records(records)
+            .with_instance_id(instance)
+            .with_cluster(config),
+    );
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let sip = socket.local_addr().unwrap();
+    tokio::spawn(server.clone().serve_udp(socket, std::future::pending()));
+    tokio::spawn(server.clone().run_failover());
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(HandoffService::new(server.clone()))
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(peer)),
+    );
+    (server, sip)
 }
 
 /// Starts media node `id` of pool `default/default` on 127.0.0.1 with RTP `ports` ("min-max"),

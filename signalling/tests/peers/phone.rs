@@ -255,7 +255,13 @@ impl Dialer {
 
     /// Hangs up an answered call (BYE in its dialog); returns the status of the answer.
     pub async fn hang_up(&self, dialled: &Dialled) -> u16 {
-        self.send(&self.in_dialog(dialled, "BYE", 3)).await;
+        self.hang_up_through(dialled, self.sip).await
+    }
+
+    /// Hangs up an answered call with a BYE sent to `sip` (another instance of the pool).
+    pub async fn hang_up_through(&self, dialled: &Dialled, sip: SocketAddr) -> u16 {
+        let bye = self.in_dialog(dialled, "BYE", 3);
+        self.socket.send_to(bye.as_bytes(), sip).await.unwrap();
         status(&self.next_response(200).await)
     }
 
