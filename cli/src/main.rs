@@ -111,8 +111,8 @@ struct SignallingArgs {
     #[arg(long, env = "CENTREX_CDR_FILE")]
     cdr_file: Option<PathBuf>,
     /// Address of the SignallingPeer gRPC service, through which the other instances hand this
-    /// one requests for the calls it holds.
-    #[arg(long, default_value = "0.0.0.0:9091")]
+    /// one requests for the calls it holds (the pod's `grpc` port).
+    #[arg(long, default_value = "0.0.0.0:9090")]
     peer_addr: SocketAddr,
     /// The address phones reach the pool at (its Service), written into Contact so that a
     /// call's requests reach whichever instance is alive.
