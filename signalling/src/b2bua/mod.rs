@@ -464,7 +464,14 @@ impl B2bua {
             .await;
         let services = self.services(&tenant);
         let call = Call::restore(self, &record, tenant, services, held)?;
-        Some(self.adopt(&call))
+        let call = self.adopt(&call);
+        // Its media node may have gone while nobody held the call.
+        let node = call.anchor().node_key;
+        if !node.is_empty() && matches!(self.store.get(&node).await, Ok(None)) {
+            let moving = call.clone();
+            tokio::spawn(async move { moving.re_anchor().await });
+        }
+        Some(call)
     }
 
     /// Takes over the calls of instances that are gone: now, and whenever one's presence
