@@ -1,6 +1,16 @@
 //! Draining: the node stops taking sessions and lets the running ones finish, up to the drain
 //! timeout; and `media-node drain`, the preStop action that asks the local node to drain and
 //! waits for it.
+//!
+//! A node drains for one of two reasons, which the state keeps apart:
+//! - **requested**: the operator marked it for a coming scale-down (its drain key in the store,
+//!   see [`crate::drain_request`]). The node takes no new session but keeps running; the mark can
+//!   be withdrawn (the pool scaled back up), and the node then serves again.
+//! - **stopping**: a MediaControl `Drain` call (the preStop hook) or SIGTERM. The node exits once
+//!   its sessions have ended or the deadline passed; this is never withdrawn.
+//!
+//! The drain timeout counts from the first of the two: a node marked long ago and then stopped
+//! has had its time already.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -10,10 +20,35 @@ use centrex_proto::media::{DrainRequest, WatchNodeStatsRequest};
 use futures::StreamExt;
 use tokio::sync::watch;
 
-/// Whether and since when the node drains.
+/// Since when, and why, the node drains.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Drain {
+    /// Since when the operator asks the node to drain (a scale-down is coming); `None` when it
+    /// does not (any more).
+    pub requested: Option<Instant>,
+    /// Since when the node drains to stop.
+    pub stopping: Option<Instant>,
+}
+
+impl Drain {
+    /// Whether the node takes no new session.
+    pub fn is_draining(&self) -> bool {
+        self.requested.is_some() || self.stopping.is_some()
+    }
+
+    /// When the drain started (the earlier of the two reasons).
+    fn since(&self) -> Option<Instant> {
+        match (self.requested, self.stopping) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// Whether, why and since when the node drains.
 #[derive(Debug)]
 pub struct DrainState {
-    since: watch::Sender<Option<Instant>>,
+    state: watch::Sender<Drain>,
     timeout: Duration,
 }
 
@@ -21,36 +56,51 @@ impl DrainState {
     /// Not draining; a drain will last at most `timeout`.
     pub fn new(timeout: Duration) -> Self {
         Self {
-            since: watch::Sender::new(None),
+            state: watch::Sender::new(Drain::default()),
             timeout,
         }
     }
 
-    /// Starts draining (once: a second call keeps the first deadline); returns the deadline
-    /// and whether this call started it.
-    pub fn start(&self) -> (Instant, bool) {
+    /// Starts draining to stop (once: a second call keeps the first deadline); returns the
+    /// deadline and whether this call made the node drain (it did not before, for any reason).
+    pub fn stop(&self) -> (Instant, bool) {
         let mut started = false;
-        self.since.send_if_modified(|since| {
-            started = since.is_none();
-            since.get_or_insert_with(Instant::now);
-            started
+        self.state.send_if_modified(|drain| {
+            started = !drain.is_draining();
+            let first = drain.stopping.is_none();
+            drain.stopping.get_or_insert_with(Instant::now);
+            first
         });
         (self.deadline().expect("drain started"), started)
     }
 
-    /// Whether the node drains.
+    /// Records whether the operator asks the node to drain; returns whether that changed.
+    pub fn set_requested(&self, requested: bool) -> bool {
+        self.state.send_if_modified(|drain| {
+            if drain.requested.is_some() == requested {
+                return false;
+            }
+            drain.requested = requested.then(Instant::now);
+            true
+        })
+    }
+
+    /// Whether the node drains, for either reason.
     pub fn is_draining(&self) -> bool {
-        self.since.borrow().is_some()
+        self.state.borrow().is_draining()
     }
 
     /// When the drain gives up on running sessions, once draining.
     pub fn deadline(&self) -> Option<Instant> {
-        self.since.borrow().map(|since| since + self.timeout)
+        self.state
+            .borrow()
+            .since()
+            .map(|since| since + self.timeout)
     }
 
-    /// Notified when draining starts.
-    pub fn subscribe(&self) -> watch::Receiver<Option<Instant>> {
-        self.since.subscribe()
+    /// Notified whenever the drain state changes.
+    pub fn subscribe(&self) -> watch::Receiver<Drain> {
+        self.state.subscribe()
     }
 }
 
@@ -120,9 +170,37 @@ mod tests {
     fn the_first_drain_sets_the_deadline_and_later_ones_keep_it() {
         let drain = DrainState::new(Duration::from_secs(30));
         assert!(!drain.is_draining());
-        let (deadline, started) = drain.start();
+        let (deadline, started) = drain.stop();
         assert!(started);
-        assert_eq!(drain.start(), (deadline, false));
+        assert_eq!(drain.stop(), (deadline, false));
         assert!(drain.is_draining());
+    }
+
+    #[test]
+    fn a_withdrawn_request_ends_the_drain_unless_the_node_stops() {
+        let drain = DrainState::new(Duration::from_secs(30));
+        assert!(drain.set_requested(true));
+        assert!(
+            !drain.set_requested(true),
+            "a repeated request changes nothing"
+        );
+        assert!(drain.is_draining());
+        assert!(drain.set_requested(false));
+        assert!(!drain.is_draining());
+
+        drain.set_requested(true);
+        let (_, started) = drain.stop();
+        assert!(!started, "the node drained already");
+        drain.set_requested(false);
+        assert!(drain.is_draining(), "stopping is never withdrawn");
+    }
+
+    #[test]
+    fn the_deadline_counts_from_the_request_when_the_node_stops_later() {
+        let drain = DrainState::new(Duration::from_secs(30));
+        drain.set_requested(true);
+        let requested = drain.subscribe().borrow().requested.unwrap();
+        let (deadline, _) = drain.stop();
+        assert_eq!(deadline, requested + Duration::from_secs(30));
     }
 }

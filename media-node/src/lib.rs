@@ -4,13 +4,15 @@
 //!
 //! - [`relay`]: worker threads, sockets, batching (the hot path).
 //! - [`node`]: sessions, ports, drain and figures (the control plane), served by [`control`].
-//! - [`membership`]: the leased registration; [`http`]: metrics and probes.
+//! - [`membership`]: the leased registration; [`drain_request`]: the operator's request to drain
+//!   before a scale-down; [`http`]: metrics and probes.
 //! - [`run()`] / [`run_with_store`] / [`MediaNode`]: wiring, for the `centrex` binary and tests.
 
 pub mod args;
 pub mod config;
 pub mod control;
 pub mod drain;
+pub mod drain_request;
 pub mod http;
 pub mod membership;
 pub mod metrics;

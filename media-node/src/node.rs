@@ -10,7 +10,7 @@ use std::time::{Instant, SystemTime};
 use tokio::sync::watch;
 
 use crate::config::{Config, PortRange};
-use crate::drain::DrainState;
+use crate::drain::{Drain, DrainState};
 use crate::metrics::{EndReason, Metrics};
 use crate::ports::{PortAllocator, PortPair};
 use crate::relay::{
@@ -394,9 +394,10 @@ impl Node {
         }
     }
 
-    /// Starts draining; returns the sessions left and the deadline.
+    /// Starts draining to stop (a Drain call, SIGTERM); returns the sessions left and the
+    /// deadline.
     pub fn drain(&self) -> (usize, Instant) {
-        let (deadline, started) = self.drain.start();
+        let (deadline, started) = self.drain.stop();
         let remaining = self.table().len();
         if started {
             self.metrics.set_draining(true);
@@ -405,20 +406,45 @@ impl Node {
         (remaining, deadline)
     }
 
+    /// Drains (`true`) or serves again (`false`) as the operator asks before a scale-down: no
+    /// new session while requested, but the node keeps running either way.
+    pub fn request_drain(&self, requested: bool) {
+        if !self.drain.set_requested(requested) {
+            return;
+        }
+        let draining = self.drain.is_draining();
+        self.metrics.set_draining(draining);
+        let sessions = self.table().len();
+        match (requested, draining) {
+            (true, _) => {
+                tracing::info!(sessions, "the pool scales down: draining, no new sessions")
+            }
+            (false, false) => {
+                tracing::info!(sessions, "scale-down withdrawn: taking new sessions again")
+            }
+            (false, true) => tracing::info!("scale-down withdrawn; still draining to stop"),
+        }
+    }
+
     /// Whether the node drains.
     pub fn is_draining(&self) -> bool {
         self.drain.is_draining()
     }
 
-    /// Notified when draining starts.
-    pub fn drain_started(&self) -> watch::Receiver<Option<Instant>> {
+    /// Notified whenever the drain state changes.
+    pub fn drain_changes(&self) -> watch::Receiver<Drain> {
         self.drain.subscribe()
     }
 
-    /// Resolves once the node drains and has no session left, or its drain deadline passed.
+    /// Resolves once the node drains to stop and has no session left, or its drain deadline
+    /// passed. A drain the operator requested alone never resolves it.
     pub async fn drained(&self) {
         let mut draining = self.drain.subscribe();
-        if draining.wait_for(Option::is_some).await.is_err() {
+        if draining
+            .wait_for(|drain| drain.stopping.is_some())
+            .await
+            .is_err()
+        {
             return;
         }
         let deadline = self.drain.deadline().expect("draining");

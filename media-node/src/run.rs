@@ -96,7 +96,8 @@ impl MediaNode {
     }
 
     /// Serves until the node has drained: after a Drain call or `shutdown` (SIGTERM), once its
-    /// sessions have ended or the drain timeout passed. Then deregisters and returns.
+    /// sessions have ended or the drain timeout passed. Then deregisters and returns. A drain the
+    /// operator requests through the store (a scale-down is coming) does not end it.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -152,10 +153,16 @@ impl MediaNode {
             }
         };
         let membership = tokio::spawn(membership::maintain(
-            store,
+            store.clone(),
             registration,
             describe,
-            node.drain_started(),
+            node.drain_changes(),
+            stopping.clone(),
+        ));
+        let drain_request = tokio::spawn(crate::drain_request::follow(
+            store.clone(),
+            keys::media_drain(&config.namespace, &config.pool, &config.node_id),
+            node.clone(),
             stopping.clone(),
         ));
         let housekeeping = tokio::spawn(housekeeping(node.clone(), stopping));
@@ -178,8 +185,13 @@ impl MediaNode {
         node.drained().await;
         node.end_all().await;
         stop.send_replace(true);
-        let (grpc_result, http_result, _, _) =
-            tokio::join!(grpc_server, http_server, membership, housekeeping);
+        let (grpc_result, http_result, _, _, _) = tokio::join!(
+            grpc_server,
+            http_server,
+            membership,
+            drain_request,
+            housekeeping
+        );
         grpc_result?.context("MediaControl server")?;
         http_result?.context("HTTP server")?;
         tracing::info!(node = %config.node_id, "media node stopped");

@@ -15,6 +15,8 @@ pub enum ConditionType {
     Progressing,
     /// The trunk is registered with its carrier (only for a Trunk with `spec.registration`).
     Registered,
+    /// Pods of a MediaPool drain before a scale-down removes them.
+    Draining,
 }
 
 impl ConditionType {
@@ -25,6 +27,7 @@ impl ConditionType {
             ConditionType::Ready => "Ready",
             ConditionType::Progressing => "Progressing",
             ConditionType::Registered => "Registered",
+            ConditionType::Draining => "Draining",
         }
     }
 }

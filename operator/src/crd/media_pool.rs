@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{Placement, PoolStatus};
 
-/// A pool of RTP media-relay pods (a StatefulSet), scalable with `kubectl scale` or an HPA.
+/// A pool of RTP media-relay pods (a StatefulSet), scalable with `kubectl scale` or an HPA. A
+/// scale-down first marks the pods that go draining (no new calls) and removes each once its
+/// calls have ended or `drainTimeoutSeconds` has passed.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "centrex.dev",
@@ -59,7 +61,8 @@ pub struct MediaPoolSpec {
     /// How nodes are reached from phones and carriers.
     #[serde(default)]
     pub network: MediaNetwork,
-    /// Longest wait for calls to end before a node is removed (also its termination grace period).
+    /// Longest wait for a node's calls to end before a scale-down removes it, counted from when
+    /// it was marked draining (also the pods' termination grace period).
     #[serde(default = "default_drain_timeout")]
     #[x_kube(validation = Rule::new("self >= 0 && self <= 86400").message("drainTimeoutSeconds must be between 0 and 86400"))]
     pub drain_timeout_seconds: i32,
@@ -130,6 +133,13 @@ pub struct MediaPoolStatus {
     /// `spec.autoscaling`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaling: Option<AutoscalingStatus>,
+    /// Pods marked draining for a scale-down that the StatefulSet still keeps: they take no new
+    /// call and go once their calls end or `drainTimeoutSeconds` passes. The `Draining` condition
+    /// (besides Ready and Progressing) says how many sessions each holds and until when; Events
+    /// `DrainingForScaleDown`, `DrainedForScaleDown` and `DrainTimeoutPassed` mark the steps.
+    /// Absent when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub draining: Vec<String>,
 }
 
 /// The autoscaler's last decision, written every census period by the leading operator.

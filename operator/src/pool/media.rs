@@ -32,8 +32,9 @@ pub fn labels(pool: &MediaPool) -> PoolLabels {
     PoolLabels::new(Component::MediaNode, &pool.name_any())
 }
 
-/// Builds the objects of `pool`. Pure.
-pub fn build(pool: &MediaPool, config: &OperatorConfig) -> MediaObjects {
+/// Builds the objects of `pool`, its StatefulSet at `replicas` (which lags `spec.replicas` while
+/// pods drain before a scale-down, see [`super::scale_down`]). Pure.
+pub fn build(pool: &MediaPool, config: &OperatorConfig, replicas: i32) -> MediaObjects {
     let spec = &pool.spec;
     let labels = labels(pool);
     let name = workload_name(&pool.name_any());
@@ -91,7 +92,7 @@ pub fn build(pool: &MediaPool, config: &OperatorConfig) -> MediaObjects {
     let stateful_set = StatefulSet {
         metadata: meta.clone(),
         spec: StatefulSetSpec {
-            replicas: Some(spec.replicas),
+            replicas: Some(replicas),
             service_name: Some(name.clone()),
             selector: selector.clone(),
             // Relays are independent: start and stop them in parallel.

@@ -72,6 +72,19 @@ pub fn status(
     }
 }
 
+/// The `Draining` condition of a MediaPool: `True` with what it waits for while pods are held for
+/// their calls before a scale-down.
+pub fn draining(waiting: Option<String>) -> Decided {
+    match waiting {
+        Some(message) => Decided::yes(ConditionType::Draining, "DrainingForScaleDown", message),
+        None => Decided::no(
+            ConditionType::Draining,
+            "NotDraining",
+            "no pod is held for a scale-down",
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -42,8 +42,12 @@ pub struct Harness {
 impl Harness {
     /// Starts the controllers (no leader election) against a fresh fake API server.
     pub async fn start() -> Self {
-        let fake = FakeApiServer::new();
-        let store = MemoryStore::new();
+        Self::start_on(FakeApiServer::new(), MemoryStore::new()).await
+    }
+
+    /// Starts the controllers against `fake` and `store` as they are: what an operator that
+    /// starts leading finds.
+    pub async fn start_on(fake: FakeApiServer, store: MemoryStore) -> Self {
         let ctx = Arc::new(Context::new(
             fake.client(),
             Arc::new(store.clone()),
