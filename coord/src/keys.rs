@@ -7,6 +7,7 @@
 //! /centrex/v1/registrations/<domain>/<user>/<id>  SIP binding, under a lease with TTL = Expires
 //! /centrex/v1/dialogs/<call-id>                   dialog state for failover (under each leg's Call-ID)
 //! /centrex/v1/signalling/<instance>               a live signalling instance, under its lease
+//! /centrex/v1/connections/<ip:port>               the instance holding a phone's TCP connection
 //! /centrex/v1/media-drain/<namespace>/<pool>/<node>   the operator asks a media node to drain
 //! /centrex/v1/calls/<domain>/tenant/<slot>        a tenant's concurrent calls, one slot each, lease-bound
 //! /centrex/v1/calls/<domain>/users/<user>/<slot>  a user's concurrent calls, likewise
@@ -91,6 +92,12 @@ pub fn signalling_instance(instance: &str) -> String {
     format!("{ROOT}signalling/{instance}")
 }
 
+/// Key naming the signalling instance that holds the TCP connection from `peer` (`ip:port`),
+/// under that instance's lease.
+pub fn connection(peer: &str) -> String {
+    format!("{ROOT}connections/{peer}")
+}
+
 /// Prefix of the drain requests of one media pool.
 pub fn media_drains(namespace: &str, pool: &str) -> String {
     format!("{ROOT}media-drain/{namespace}/{pool}/")
@@ -166,6 +173,7 @@ mod tests {
             trunk_rate("ns", "carrier"),
             election("trunk/carrier"),
             signalling_instance("signalling-0"),
+            connection("192.0.2.1:5060"),
             media_drain("ns", "default", "media-1"),
         ] {
             assert!(key.starts_with(ROOT), "{key}");

@@ -13,6 +13,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use crate::auth::authenticator::Authenticator;
 use crate::b2bua::B2bua;
 use crate::cluster::ClusterConfig;
+use crate::cluster::handoff::HandoffRelay;
 use crate::cluster::presence::{self, Presence};
 use crate::directory::Directory;
 use crate::edge::rate::{RateLimits, SourceLimiter};
@@ -203,6 +204,16 @@ impl Server {
         deadline.is_some_and(|deadline| waiting_for == 0 || Instant::now() >= deadline)
     }
 
+    /// Sends `message` over the TCP connection this instance holds with `peer`, for another
+    /// instance of the cluster.
+    pub fn send_on_own_connection(
+        &self,
+        message: Bytes,
+        peer: SocketAddr,
+    ) -> Result<(), crate::transport::SendError> {
+        self.out.send_on_own_connection(message, peer)
+    }
+
     /// Leaves the cluster at once (its lease revoked, so its presence and counters go now and
     /// the other instances take its calls over) rather than when its lease would expire.
     pub async fn leave_cluster(&self) {
@@ -228,6 +239,8 @@ impl Server {
         if let Some(service) = config.service_address {
             self.out.set_service_address(service);
         }
+        let relay = HandoffRelay::new(self.store.clone(), self.b2bua.handoff());
+        self.out.join_cluster(&instance, Arc::new(relay));
         self.cluster = Some(config);
         self
     }
@@ -348,8 +361,12 @@ impl Server {
                     .is_ok_and(|cseq| cseq.method == Method::Register);
                 if register {
                     self.trunks.response(response);
-                } else {
-                    Box::pin(self.b2bua.response(response)).await;
+                } else if !Box::pin(self.b2bua.response(response.clone())).await && !handed {
+                    let peer = Peer {
+                        addr: source,
+                        transport: link,
+                    };
+                    Box::pin(self.b2bua.response_elsewhere(&response, peer)).await;
                 }
                 return None;
             }
@@ -623,6 +640,7 @@ impl Server {
         let (reader, mut writer) = stream.into_split();
         let (queue, mut outgoing) = tokio::sync::mpsc::channel::<Bytes>(CONNECTION_QUEUE);
         self.out.connected(peer, queue.clone());
+        self.announce_connection(peer, true);
         let writing = tokio::spawn(async move {
             while let Some(message) = outgoing.recv().await {
                 if writer.write_all(&message).await.is_err() {
@@ -634,11 +652,36 @@ impl Server {
         // The writer ends once every sender is gone, after flushing what is queued (a last
         // answer to a message that could not be framed, say).
         self.out.disconnected(peer);
+        self.announce_connection(peer, false);
         drop(queue);
         if tokio::time::timeout(FLUSH, writing).await.is_err() {
             tracing::debug!(%peer, "connection closed with answers unsent");
         }
         read
+    }
+
+    /// In a cluster, tells the other instances that this one holds (`open`) or no longer holds
+    /// the TCP connection from `peer`, under the instance's lease (in the background).
+    fn announce_connection(&self, peer: SocketAddr, open: bool) {
+        if self.cluster.is_none() {
+            return;
+        }
+        let (store, lease) = (self.store.clone(), self.b2bua.lease());
+        let key = centrex_coord::keys::connection(&peer.to_string());
+        let instance = self.instance_id().as_bytes().to_vec();
+        tokio::spawn(async move {
+            let written = if open {
+                match lease.get().await {
+                    Ok(lease) => store.put(&key, instance, Some(lease)).await.map(drop),
+                    Err(error) => Err(error),
+                }
+            } else {
+                store.delete(&key).await.map(drop)
+            };
+            if let Err(error) = written {
+                tracing::warn!(%error, %peer, "cannot announce a TCP connection to the cluster");
+            }
+        });
     }
 
     /// Reads framed messages from one connection and queues each answer on it.

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
@@ -91,8 +92,21 @@ pub enum SendError {
     NoConnection(SocketAddr),
     #[error("the TCP connection with {0} is not keeping up")]
     Congested(SocketAddr),
+    #[error("the instance holding the connection with {peer}: {reason}")]
+    Relay { peer: SocketAddr, reason: String },
     #[error(transparent)]
     Io(#[from] std::io::Error),
+}
+
+/// Sends over a TCP connection another instance of the pool holds (a phone keeps one connection,
+/// to whichever instance it reached).
+pub trait ConnectionRelay: Send + Sync {
+    /// Sends `message` to `peer` through the instance holding its connection.
+    fn transmit(
+        &self,
+        peer: SocketAddr,
+        message: Bytes,
+    ) -> BoxFuture<'static, Result<(), SendError>>;
 }
 
 /// The instance's ways out, and the addresses it writes into Via and Contact for each.
@@ -102,6 +116,11 @@ pub struct Outbound {
     tcp_address: OnceLock<SocketAddr>,
     /// The pool's shared address (its Service), when it has one: our Contact over UDP.
     service: OnceLock<SocketAddr>,
+    /// This instance's id, written into our Vias in a cluster: a response that comes back on
+    /// another instance's connection is handed to us by it.
+    instance: OnceLock<String>,
+    /// Sends over the TCP connections other instances hold.
+    relay: OnceLock<Arc<dyn ConnectionRelay>>,
     connections: Mutex<HashMap<SocketAddr, mpsc::Sender<Bytes>>>,
 }
 
@@ -114,6 +133,26 @@ impl Outbound {
     /// Sets the address advertised for TCP (the listener's).
     pub fn attach_tcp(&self, advertise: SocketAddr) {
         let _ = self.tcp_address.set(advertise);
+    }
+
+    /// Joins a cluster as `instance`, reaching the other instances' TCP connections through
+    /// `relay`.
+    pub fn join_cluster(&self, instance: &str, relay: Arc<dyn ConnectionRelay>) {
+        let _ = self.instance.set(instance.into());
+        let _ = self.relay.set(relay);
+    }
+
+    /// The instance id written into our Vias (`cx` parameter), in a cluster.
+    pub fn instance(&self) -> Option<&str> {
+        self.instance.get().map(String::as_str)
+    }
+
+    /// Whether this instance holds a TCP connection with `peer`.
+    pub fn holds_connection(&self, peer: SocketAddr) -> bool {
+        self.connections
+            .lock()
+            .expect("connections lock")
+            .contains_key(&peer)
     }
 
     /// Sets the pool's shared address, written into Contact over UDP instead of our own: a
@@ -169,14 +208,39 @@ impl Outbound {
                     .lock()
                     .expect("connections lock")
                     .get(&peer.addr)
-                    .cloned()
-                    .ok_or(SendError::NoConnection(peer.addr))?;
-                queue
-                    .try_send(Bytes::copy_from_slice(message))
-                    .map_err(|_| SendError::Congested(peer.addr))?;
+                    .cloned();
+                match (queue, self.relay.get()) {
+                    (Some(queue), _) => queue
+                        .try_send(Bytes::copy_from_slice(message))
+                        .map_err(|_| SendError::Congested(peer.addr))?,
+                    (None, Some(relay)) => {
+                        relay
+                            .transmit(peer.addr, Bytes::copy_from_slice(message))
+                            .await?;
+                    }
+                    (None, None) => return Err(SendError::NoConnection(peer.addr)),
+                }
             }
         }
         Ok(())
+    }
+
+    /// Sends `message` over a TCP connection this instance holds (for another instance).
+    pub fn send_on_own_connection(
+        &self,
+        message: Bytes,
+        peer: SocketAddr,
+    ) -> Result<(), SendError> {
+        let queue = self
+            .connections
+            .lock()
+            .expect("connections lock")
+            .get(&peer)
+            .cloned()
+            .ok_or(SendError::NoConnection(peer))?;
+        queue
+            .try_send(message)
+            .map_err(|_| SendError::Congested(peer))
     }
 }
 

@@ -11,7 +11,9 @@ use centrex_coord::store::MemoryStore;
 use centrex_coord::testing::eventually;
 use centrex_coord::{Store, keys};
 use peers::phone::{Behaviour, Dialer, Phone};
-use peers::{DOMAIN, Records, cluster_instance, media_node, tenant};
+use peers::{DOMAIN, Records, cluster_instance, media_node, next_message, register_over, tenant};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 
 /// A store serving the test tenant with one media node.
 async fn store() -> (Arc<dyn Store>, tokio::sync::oneshot::Sender<()>) {
@@ -39,8 +41,12 @@ async fn owner(store: &Arc<dyn Store>, call_id: &str) -> String {
 async fn a_bye_arriving_at_the_other_instance_is_handed_to_the_calls_owner() {
     let (store, _media) = store().await;
     let (a_records, b_records) = (Arc::new(Records::default()), Arc::new(Records::default()));
-    let (_a, a_sip) = cluster_instance(&store, "signalling-a", a_records.clone()).await;
-    let (_b, b_sip) = cluster_instance(&store, "signalling-b", b_records.clone()).await;
+    let a_sip = cluster_instance(&store, "signalling-a", a_records.clone())
+        .await
+        .sip;
+    let b_sip = cluster_instance(&store, "signalling-b", b_records.clone())
+        .await
+        .sip;
     let callee = Phone::register(a_sip, "101", Behaviour::Answer).await;
     let caller = Dialer::new(a_sip, "100").await;
     let call = caller.call("101").await;
@@ -75,8 +81,11 @@ async fn a_bye_arriving_at_the_other_instance_is_handed_to_the_calls_owner() {
 async fn the_calls_of_an_instance_that_leaves_are_taken_over() {
     let (store, _media) = store().await;
     let (a_records, b_records) = (Arc::new(Records::default()), Arc::new(Records::default()));
-    let (a, a_sip) = cluster_instance(&store, "signalling-a", a_records.clone()).await;
-    let (_b, b_sip) = cluster_instance(&store, "signalling-b", b_records.clone()).await;
+    let a = cluster_instance(&store, "signalling-a", a_records.clone()).await;
+    let (a_sip, a) = (a.sip, a.server);
+    let b_sip = cluster_instance(&store, "signalling-b", b_records.clone())
+        .await
+        .sip;
     let callee = Phone::register(a_sip, "101", Behaviour::Answer).await;
     let caller = Dialer::new(a_sip, "100").await;
     let call = caller.call("101").await;
@@ -128,4 +137,53 @@ async fn the_calls_of_an_instance_that_leaves_are_taken_over() {
         slots.is_empty().then_some(())
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_set_up_elsewhere_reaches_a_phone_over_the_tcp_connection_another_instance_holds() {
+    let (store, _media) = store().await;
+    let a = cluster_instance(&store, "signalling-a", Arc::default()).await;
+    let b = cluster_instance(&store, "signalling-b", Arc::default()).await;
+    // 101 keeps a TCP connection to A, like a phone behind NAT.
+    let mut callee = TcpStream::connect(a.tcp).await.unwrap();
+    let mut buffer = bytes::BytesMut::new();
+    let register = register_over(&callee, None, 1);
+    callee.write_all(register.as_bytes()).await.unwrap();
+    let challenge = next_message(&mut callee, &mut buffer).await;
+    let nonce = peers::nonce_of(&challenge);
+    let register = register_over(&callee, Some(&nonce), 2);
+    callee.write_all(register.as_bytes()).await.unwrap();
+    let registered = next_message(&mut callee, &mut buffer).await;
+    assert!(registered.starts_with("SIP/2.0 200"), "{registered}");
+    let connection = keys::connection(&callee.local_addr().unwrap().to_string());
+    eventually("A to announce the connection", || async {
+        store.get(&connection).await.ok()?.map(|_| ())
+    })
+    .await;
+
+    // 100 calls through B: B's INVITE leaves through A's connection, and the answer that comes
+    // back on it is handed to B.
+    let caller = Dialer::new(b.sip, "100").await;
+    let dialling = tokio::spawn(async move {
+        let call = caller.call("101").await;
+        (caller, call)
+    });
+    let invite = next_message(&mut callee, &mut buffer).await;
+    assert!(invite.starts_with("INVITE sip:101@"), "{invite}");
+    assert!(invite.contains(";cx=signalling-b"), "B's own Via: {invite}");
+    let sdp = "v=0\r\no=- 2 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4002 RTP/AVP 0\r\n";
+    let ok = peers::respond(&invite, "200 OK", "callee", sdp);
+    callee.write_all(ok.as_bytes()).await.unwrap();
+    let (caller, call) = dialling.await.unwrap();
+    assert_eq!(call.status(), 200, "{}", call.response);
+    let ack = next_message(&mut callee, &mut buffer).await;
+    assert!(ack.starts_with("ACK "), "{ack}");
+    caller.ack(&call).await;
+
+    let hanging_up = tokio::spawn(async move { caller.hang_up(&call).await });
+    let bye = next_message(&mut callee, &mut buffer).await;
+    assert!(bye.starts_with("BYE "), "{bye}");
+    let ok = peers::respond(&bye, "200 OK", "callee", "");
+    callee.write_all(ok.as_bytes()).await.unwrap();
+    assert_eq!(hanging_up.await.unwrap(), 200);
 }

@@ -5,7 +5,7 @@ mod peers;
 use std::time::Duration;
 
 use centrex_signalling::server::TcpLimits;
-use peers::{DOMAIN, Platform};
+use peers::{DOMAIN, Platform, next_message, register_over};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -115,44 +115,6 @@ async fn connections_beyond_the_limit_are_refused_and_idle_ones_closed() {
         matches!(closed, Ok(Ok(_))),
         "an idle connection must be closed"
     );
-}
-
-/// Reads the next SIP message from `stream` (framed by Content-Length), keep-alives skipped.
-async fn next_message(stream: &mut TcpStream, buffer: &mut bytes::BytesMut) -> String {
-    use centrex_signalling::sip::{Frame, Limits, frame_length};
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        match frame_length(buffer, &Limits::default()).unwrap() {
-            Frame::Complete(length) => {
-                let message = buffer.split_to(length);
-                return String::from_utf8_lossy(&message).into_owned();
-            }
-            Frame::KeepAlive(length) => {
-                let _ = buffer.split_to(length);
-            }
-            Frame::Incomplete => {
-                let read = tokio::time::timeout_at(deadline, stream.read_buf(buffer))
-                    .await
-                    .expect("a message in time")
-                    .unwrap();
-                assert!(read > 0, "the platform closed the connection");
-            }
-        }
-    }
-}
-
-/// A REGISTER of 101 over `stream`'s connection, answering `nonce` when given.
-fn register_over(stream: &TcpStream, nonce: Option<&str>, cseq: u32) -> String {
-    let local = stream.local_addr().unwrap();
-    let uri = format!("sip:{DOMAIN}");
-    let auth = nonce
-        .map(|nonce| peers::authorization("101", "secret-101", "REGISTER", &uri, nonce, cseq))
-        .unwrap_or_default();
-    format!(
-        "REGISTER {uri} SIP/2.0\r\nVia: SIP/2.0/TCP {local};branch=z9hG4bKreg{cseq}\r\n\
-         From: <sip:101@{DOMAIN}>;tag=r\r\nTo: <sip:101@{DOMAIN}>\r\nCall-ID: reg-101@test\r\nCSeq: {cseq} REGISTER\r\n\
-         Contact: <sip:101@{local};transport=tcp>\r\nExpires: 600\r\nMax-Forwards: 70\r\n{auth}Content-Length: 0\r\n\r\n"
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

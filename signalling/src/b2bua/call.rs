@@ -2197,15 +2197,19 @@ fn stage_over(state: &State) -> Option<(usize, Outcome)> {
     ))
 }
 
-/// Our Via towards `peer`: its transport, and our address on it.
+/// Our Via towards `peer`: its transport, our address on it and, in a cluster, our instance
+/// (`cx`): a response that comes back on another instance's TCP connection is handed to us.
 fn via(out: &Outbound, peer: Peer, branch: &str) -> String {
     let address = out
         .advertised(peer.transport)
         .map_or_else(String::new, |a| a.to_string());
-    format!(
-        "SIP/2.0/{} {address};branch={branch};rport",
-        peer.transport.via_token()
-    )
+    let transport = peer.transport.via_token();
+    match out.instance() {
+        Some(instance) => {
+            format!("SIP/2.0/{transport} {address};branch={branch};rport;cx={instance}")
+        }
+        None => format!("SIP/2.0/{transport} {address};branch={branch};rport"),
+    }
 }
 
 /// Our Contact towards `peer`, so its in-dialog requests come back over the same transport.

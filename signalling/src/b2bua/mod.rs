@@ -85,6 +85,7 @@ pub struct B2bua {
     limits: Arc<Limits>,
     /// In a cluster: dialog records, and requests handed to other instances.
     cluster: Option<Cluster>,
+    handoff: Arc<Handoff>,
     records: Arc<dyn RecordSink>,
     rotations: Arc<Rotations>,
     /// Calls by the Call-ID of any of their legs.
@@ -109,6 +110,7 @@ impl B2bua {
             limits: Arc::new(Limits::new(store.clone(), lease.clone())),
             lease,
             cluster: None,
+            handoff: Arc::default(),
             store,
             directory,
             auth,
@@ -137,8 +139,13 @@ impl B2bua {
                 instance: instance.into(),
                 dialogs: Dialogs::new(self.store.clone()),
             },
-            handoff: Handoff::default(),
+            handoff: self.handoff.clone(),
         });
+    }
+
+    /// Where requests and messages for other instances go (shared with the transport's relay).
+    pub fn handoff(&self) -> Arc<Handoff> {
+        self.handoff.clone()
     }
 
     /// The instance's lease.
@@ -606,13 +613,42 @@ impl B2bua {
         Some(call.request(request, source).await)
     }
 
-    /// A response to one of our requests.
-    pub async fn response(&self, response: Response) {
+    /// A response to one of our requests; `false` when no call here has it.
+    pub async fn response(&self, response: Response) -> bool {
         let Ok(call_id) = response.headers().call_id() else {
+            return false;
+        };
+        match self.find(call_id) {
+            Some(call) => {
+                call.response(response).await;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A response that came back here (on a TCP connection this instance holds) to a request
+    /// another instance sent, as its Via says: handed to that instance.
+    pub async fn response_elsewhere(&self, response: &Response, source: Peer) {
+        let Some(cluster) = &self.cluster else { return };
+        let Ok(via) = response.headers().top_via() else {
             return;
         };
-        if let Some(call) = self.find(call_id) {
-            call.response(response).await;
+        let Some(Some(instance)) = via.params().get("cx") else {
+            return;
+        };
+        if *instance == *cluster.failover.instance {
+            return;
+        }
+        match presence::find(self.store.as_ref(), instance).await {
+            Ok(Some(owner)) => {
+                let message = response.as_bytes();
+                if let Err(status) = cluster.handoff.deliver(owner.peer, message, source).await {
+                    tracing::debug!(%status, instance, "cannot hand a response over");
+                }
+            }
+            Ok(None) => tracing::debug!(instance, "response for an instance that is gone"),
+            Err(error) => tracing::debug!(%error, "presence lookup failed"),
         }
     }
 
@@ -671,7 +707,7 @@ impl B2bua {
 /// This instance's part in a cluster.
 struct Cluster {
     failover: Failover,
-    handoff: Handoff,
+    handoff: Arc<Handoff>,
 }
 
 /// Marks a Call-ID as being set up for as long as it lives.

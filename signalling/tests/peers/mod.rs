@@ -230,13 +230,22 @@ impl Platform {
     }
 }
 
+/// One signalling instance of a cluster.
+pub struct Instance {
+    pub server: Arc<Server>,
+    /// SIP over UDP.
+    pub sip: SocketAddr,
+    /// SIP over TCP.
+    pub tcp: SocketAddr,
+}
+
 /// A signalling instance named `instance` serving [`tenant`] from `store` as one of a cluster
-/// (lease of 1 s, its SignallingPeer gRPC service served); returns it and its SIP address.
+/// (lease of 1 s, its SignallingPeer gRPC service served).
 pub async fn cluster_instance(
     store: &Arc<dyn Store>,
     instance: &str,
     records: Arc<Records>,
-) -> (Arc<Server>, SocketAddr) {
+) -> Instance {
     let directory = Directory::default();
     tokio::spawn({
         let (directory, store) = (directory.clone(), store.clone());
@@ -263,12 +272,19 @@ pub async fn cluster_instance(
     let sip = socket.local_addr().unwrap();
     tokio::spawn(server.clone().serve_udp(socket, std::future::pending()));
     tokio::spawn(server.clone().run_failover());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tcp = listener.local_addr().unwrap();
+    tokio::spawn(
+        server
+            .clone()
+            .serve_tcp(listener, TcpLimits::default(), std::future::pending()),
+    );
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(HandoffService::new(server.clone()))
             .serve_with_incoming(tonic::transport::server::TcpIncoming::from(peer)),
     );
-    (server, sip)
+    Instance { server, sip, tcp }
 }
 
 /// Starts media node `id` of pool `default/default` on 127.0.0.1 with RTP `ports` ("min-max"),
@@ -633,4 +649,48 @@ pub fn call_from_100(
     ];
     args.extend_from_slice(extra);
     sipp_at(target, free_udp_port(), dir, &args)
+}
+
+/// Reads the next SIP message from `stream` (framed by Content-Length), keep-alives skipped.
+pub async fn next_message(
+    stream: &mut tokio::net::TcpStream,
+    buffer: &mut bytes::BytesMut,
+) -> String {
+    use centrex_signalling::sip::{Frame, Limits, frame_length};
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match frame_length(buffer, &Limits::default()).unwrap() {
+            Frame::Complete(length) => {
+                let message = buffer.split_to(length);
+                return String::from_utf8_lossy(&message).into_owned();
+            }
+            Frame::KeepAlive(length) => {
+                let _ = buffer.split_to(length);
+            }
+            Frame::Incomplete => {
+                let read = tokio::time::timeout_at(
+                    deadline,
+                    tokio::io::AsyncReadExt::read_buf(stream, buffer),
+                )
+                .await
+                .expect("a message in time")
+                .unwrap();
+                assert!(read > 0, "the platform closed the connection");
+            }
+        }
+    }
+}
+
+/// A REGISTER of 101 over `stream`'s connection, answering `nonce` when given.
+pub fn register_over(stream: &tokio::net::TcpStream, nonce: Option<&str>, cseq: u32) -> String {
+    let local = stream.local_addr().unwrap();
+    let uri = format!("sip:{DOMAIN}");
+    let auth = nonce
+        .map(|nonce| authorization("101", "secret-101", "REGISTER", &uri, nonce, cseq))
+        .unwrap_or_default();
+    format!(
+        "REGISTER {uri} SIP/2.0\r\nVia: SIP/2.0/TCP {local};branch=z9hG4bKreg{cseq}\r\n\
+         From: <sip:101@{DOMAIN}>;tag=r\r\nTo: <sip:101@{DOMAIN}>\r\nCall-ID: reg-101@test\r\nCSeq: {cseq} REGISTER\r\n\
+         Contact: <sip:101@{local};transport=tcp>\r\nExpires: 600\r\nMax-Forwards: 70\r\n{auth}Content-Length: 0\r\n\r\n"
+    )
 }
