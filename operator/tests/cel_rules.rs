@@ -327,6 +327,21 @@ fn media_pool_advertised_address_is_an_ip() {
 }
 
 #[test]
+fn signalling_pool_advertised_address_is_an_ip() {
+    let mut pool = example("SignallingPool");
+    pool["spec"]["service"]["advertisedAddress"] = json!("sip.example.com");
+    assert!(
+        check("SignallingPool", pool)
+            .unwrap_err()
+            .iter()
+            .any(|e| e.contains("service.advertisedAddress must be an IP address"))
+    );
+    let mut pool = example("SignallingPool");
+    pool["spec"]["service"]["advertisedAddress"] = json!("203.0.113.10");
+    assert!(check("SignallingPool", pool).is_ok());
+}
+
+#[test]
 fn signalling_pool_tls_needs_a_certificate() {
     let mut pool = example("SignallingPool");
     pool["spec"]["sip"]["tlsPort"] = json!(5061);

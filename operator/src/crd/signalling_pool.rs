@@ -150,6 +150,13 @@ pub struct SipService {
     /// Annotations for the Service (load-balancer settings).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    /// IP address phones reach the pool at (the load balancer's or a node's), written with the
+    /// SIP UDP port into every Contact, so that a call's requests reach whichever pod is alive
+    /// and calls survive a pod's loss. Without it each pod writes its own address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("isIP(self)").message("service.advertisedAddress must be an IP address"))]
+    #[schemars(length(max = 45))]
+    pub advertised_address: Option<String>,
 }
 
 /// Kubernetes Service type.

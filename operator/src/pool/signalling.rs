@@ -13,7 +13,7 @@ use kube::{Resource, ResourceExt};
 
 use super::pod;
 use crate::config::OperatorConfig;
-use crate::crd::{ServiceType, SignallingPool};
+use crate::crd::{ServiceType, SignallingPool, SipService};
 use crate::labels::{Component, PoolLabels};
 
 /// Every object a SignallingPool wants.
@@ -79,6 +79,9 @@ pub fn build(pool: &SignallingPool, config: &OperatorConfig) -> SignallingObject
     ];
     if let Some(tls) = spec.sip.tls_port {
         args.push(format!("--tls-port={tls}"));
+    }
+    if let Some(address) = service_address(&spec.service, spec.sip.udp_port) {
+        args.push(format!("--service-address={address}"));
     }
     let mut ports: Vec<ContainerPort> = sip
         .iter()
@@ -184,5 +187,32 @@ pub fn build(pool: &SignallingPool, config: &OperatorConfig) -> SignallingObject
         deployment,
         service,
         disruption_budget,
+    }
+}
+/// The pool's shared SIP address (`ip:port`, IPv6 bracketed) when the Service advertises one.
+fn service_address(service: &SipService, udp_port: i32) -> Option<std::net::SocketAddr> {
+    let ip: std::net::IpAddr = service.advertised_address.as_deref()?.parse().ok()?;
+    Some(std::net::SocketAddr::new(ip, u16::try_from(udp_port).ok()?))
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(address: Option<&str>) -> SipService {
+        SipService {
+            advertised_address: address.map(str::to_string),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_service_address_is_the_advertised_ip_with_the_udp_port() {
+        let v4 = service_address(&service(Some("203.0.113.10")), 5060);
+        assert_eq!(v4.unwrap().to_string(), "203.0.113.10:5060");
+        let v6 = service_address(&service(Some("2001:db8::1")), 5080);
+        assert_eq!(v6.unwrap().to_string(), "[2001:db8::1]:5080");
+        assert_eq!(service_address(&service(None), 5060), None);
     }
 }
