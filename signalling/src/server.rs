@@ -361,12 +361,14 @@ impl Server {
                     .is_ok_and(|cseq| cseq.method == Method::Register);
                 if register {
                     self.trunks.response(response);
-                } else if !Box::pin(self.b2bua.response(response.clone())).await && !handed {
+                } else if let Some(stray) = Box::pin(self.b2bua.response(response)).await
+                    && !handed
+                {
                     let peer = Peer {
                         addr: source,
                         transport: link,
                     };
-                    Box::pin(self.b2bua.response_elsewhere(&response, peer)).await;
+                    Box::pin(self.b2bua.response_elsewhere(&stray, peer)).await;
                 }
                 return None;
             }

@@ -195,7 +195,6 @@ fn service_address(service: &SipService, udp_port: i32) -> Option<std::net::Sock
     Some(std::net::SocketAddr::new(ip, u16::try_from(udp_port).ok()?))
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

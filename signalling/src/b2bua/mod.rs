@@ -613,17 +613,17 @@ impl B2bua {
         Some(call.request(request, source).await)
     }
 
-    /// A response to one of our requests; `false` when no call here has it.
-    pub async fn response(&self, response: Response) -> bool {
+    /// A response to one of our requests; given back when no call here has it.
+    pub async fn response(&self, response: Response) -> Option<Response> {
         let Ok(call_id) = response.headers().call_id() else {
-            return false;
+            return None;
         };
         match self.find(call_id) {
             Some(call) => {
                 call.response(response).await;
-                true
+                None
             }
-            None => false,
+            None => Some(response),
         }
     }
 
