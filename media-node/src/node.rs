@@ -461,6 +461,12 @@ impl Node {
         }
     }
 
+    /// Resolves once no session is left.
+    pub async fn emptied(&self) {
+        let mut active = self.active.subscribe();
+        let _ = active.wait_for(|&n| n == 0).await;
+    }
+
     /// Updates the packet rate; called at a steady interval.
     pub fn sample_rate(&self) {
         let relayed = self.metrics.relay.relayed_packets.get();

@@ -25,6 +25,9 @@ use crate::node::Node;
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest pause between idle-session sweeps and packet-rate samples.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
+/// Longest wait, once the registration is withdrawn at the end of a drain, for signalling to move
+/// the calls still here to other nodes.
+const HANDOVER: Duration = Duration::from_secs(5);
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -152,12 +155,14 @@ impl MediaNode {
                 }
             }
         };
+        // The registration is withdrawn before the node stops relaying (see below).
+        let (leave, leaving) = watch::channel(false);
         let membership = tokio::spawn(membership::maintain(
             store.clone(),
             registration,
             describe,
             node.drain_changes(),
-            stopping.clone(),
+            leaving,
         ));
         let drain_request = tokio::spawn(crate::drain_request::follow(
             store.clone(),
@@ -183,15 +188,31 @@ impl MediaNode {
             _ = node.drained() => {}
         }
         node.drained().await;
+        // Make before break: calls still here when the drain ends are moved by signalling to
+        // other nodes as soon as the registration goes (a re-INVITE to each party), while this
+        // node still relays them; signalling then deletes their sessions here.
+        leave.send_replace(true);
+        let _ = membership.await;
+        let left = node.stats().active_sessions;
+        if left > 0 {
+            tracing::info!(
+                sessions = left,
+                "registration withdrawn: waiting for the calls to move"
+            );
+            if tokio::time::timeout(HANDOVER, node.emptied())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    sessions = node.stats().active_sessions,
+                    "calls not moved in time"
+                );
+            }
+        }
         node.end_all().await;
         stop.send_replace(true);
-        let (grpc_result, http_result, _, _, _) = tokio::join!(
-            grpc_server,
-            http_server,
-            membership,
-            drain_request,
-            housekeeping
-        );
+        let (grpc_result, http_result, _, _) =
+            tokio::join!(grpc_server, http_server, drain_request, housekeeping);
         grpc_result?.context("MediaControl server")?;
         http_result?.context("HTTP server")?;
         tracing::info!(node = %config.node_id, "media node stopped");

@@ -72,6 +72,29 @@ async fn the_drain_timeout_stops_a_node_with_sessions_left() {
 }
 
 #[tokio::test]
+async fn at_the_drain_timeout_the_registration_goes_first_and_relaying_stops_when_the_calls_moved()
+{
+    let store = Arc::new(MemoryStore::new());
+    let mut config = config((23300, 23319));
+    config.drain_timeout = Duration::from_millis(200);
+    let mut node = TestNode::start(config, store.clone()).await;
+    node.create("s1", None, None).await.unwrap();
+    node.terminate();
+    // Signalling sees the registration go and moves the call while the session still relays…
+    eventually("the registration to be withdrawn", || async {
+        registration(&*store).await.is_none().then_some(())
+    })
+    .await;
+    assert_eq!(node.node.stats().active_sessions, 1, "still relaying");
+    // …then deletes the old session, and the node stops at once.
+    let delete = pb::DeleteSessionRequest {
+        session_id: "s1".into(),
+    };
+    node.client.delete_session(delete).await.unwrap();
+    node.stopped().await.unwrap();
+}
+
+#[tokio::test]
 async fn the_drain_action_returns_once_the_sessions_have_ended() {
     let mut node = TestNode::memory(config((23040, 23059))).await;
     node.create("s1", None, None).await.unwrap();

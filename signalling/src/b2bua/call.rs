@@ -1202,6 +1202,13 @@ impl Call {
             to = anchor.node_key,
             "call moved to another media node"
         );
+        // A node that left on purpose still relays until its sessions are gone: free it.
+        let pool = self.services.pool.clone();
+        tokio::spawn(async move {
+            if let Err(error) = pool.release(&old).await {
+                tracing::debug!(%error, "the old relay session was not released (its node is gone)");
+            }
+        });
         let to_caller = sdp::next_version(&sdp::anchor(&b_sdp, anchor.a.address, anchor.a.port));
         let to_callee = sdp::next_version(&sdp::anchor(&a_sdp, anchor.b.address, anchor.b.port));
         self.own_reinvite(false, to_caller).await;
