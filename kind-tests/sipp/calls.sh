@@ -86,8 +86,11 @@ batch() {
   local caller_args=(-sf "$scenario" -s "$CALLEE" -au "$CALLER" -ap "$CALLER_PASSWORD"
     -set domain "$DOMAIN" -set user "$CALLER" -m "$calls" -r "$rate" -l "$limit"
     -mi "$LOCAL_IP" -mp $((caller_port + 1000)) -timeout "${deadline}s" -timeout_error)
+  # The scenarios hold each call for sipp's -d: 1.5 s, or HOLD_MS for uac_hold.xml.
   if [[ $scenario == uac_hold.xml ]]; then
     caller_args+=(-d "$hold_ms")
+  else
+    caller_args+=(-d 1500)
   fi
   # No wait for the callee to bind: until it answers, the B2BUA retransmits its INVITE.
   local caller_status=0 callee_status=0

@@ -2,7 +2,7 @@
 //! the store, allocate a two-leg relay session over gRPC (with a deadline, trying the next node
 //! when one is full or draining), point legs at the parties, release the session.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,6 +12,7 @@ use centrex_coord::{Store, StoreError, keys};
 use centrex_proto::media::media_control_client::MediaControlClient;
 use centrex_proto::media::{
     CreateSessionRequest, DeleteSessionRequest, Endpoint, LegSpec, PayloadType, UpdateLegRequest,
+    WatchNodeStatsRequest,
 };
 use tonic::transport::Channel;
 use tonic::{Code, Request};
@@ -61,6 +62,57 @@ pub enum MediaError {
     },
 }
 
+/// How often a watched node reports its figures.
+const PROBE_INTERVAL: Duration = Duration::from_millis(300);
+/// Attempts in a row that get nothing from a node before it counts as unreachable.
+const PROBE_MISSES: u32 = 3;
+
+/// Media nodes found unreachable before their registration expired (by registration key): no
+/// new session goes there.
+pub type Unreachable = Arc<Mutex<HashSet<String>>>;
+
+/// Resolves once the media node whose MediaControl service is at `grpc` stops answering: its
+/// stats stream broke or stalled and [`PROBE_MISSES`] attempts in a row got nothing from it. A
+/// crashed node (connections refused at once) is found within about a second, long before its
+/// registration lease expires.
+pub async fn until_unreachable(grpc: SocketAddr) {
+    let mut misses = 0;
+    while misses < PROBE_MISSES {
+        if stats_received(grpc).await > 0 {
+            misses = 0;
+        } else {
+            misses += 1;
+        }
+        tokio::time::sleep(PROBE_INTERVAL).await;
+    }
+}
+
+/// Follows the node's stats stream until it ends or stalls; returns how many reports came.
+async fn stats_received(grpc: SocketAddr) -> usize {
+    let Ok(endpoint) = Channel::from_shared(format!("http://{grpc}")) else {
+        return 0;
+    };
+    let connected = endpoint
+        .connect_timeout(PROBE_INTERVAL * PROBE_MISSES)
+        .connect()
+        .await;
+    let Ok(channel) = connected else { return 0 };
+    let request = WatchNodeStatsRequest {
+        interval_ms: PROBE_INTERVAL.as_millis() as u32,
+    };
+    let stream = MediaControlClient::new(channel)
+        .watch_node_stats(request)
+        .await;
+    let Ok(stream) = stream else { return 0 };
+    let mut stream = stream.into_inner();
+    let mut received = 0;
+    let stall = PROBE_INTERVAL * PROBE_MISSES;
+    while let Ok(Ok(Some(_))) = tokio::time::timeout(stall, stream.message()).await {
+        received += 1;
+    }
+    received
+}
+
 /// The media nodes of one pool, and gRPC channels to them.
 #[derive(Clone)]
 pub struct MediaPool {
@@ -68,6 +120,7 @@ pub struct MediaPool {
     namespace: String,
     pool: String,
     channels: Arc<Mutex<HashMap<SocketAddr, Channel>>>,
+    unreachable: Unreachable,
 }
 
 impl MediaPool {
@@ -78,7 +131,14 @@ impl MediaPool {
             namespace: namespace.into(),
             pool: pool.into(),
             channels: Arc::default(),
+            unreachable: Arc::default(),
         }
+    }
+
+    /// Skips the nodes in `unreachable` (shared with whoever watches the nodes' health).
+    pub fn with_unreachable(mut self, unreachable: Unreachable) -> Self {
+        self.unreachable = unreachable;
+        self
     }
 
     /// The nodes registered now.
@@ -118,6 +178,12 @@ impl MediaPool {
         callee: Option<&Remote>,
     ) -> Result<Anchor, MediaError> {
         let mut nodes = self.nodes().await?;
+        {
+            let unreachable = self.unreachable.lock().expect("unreachable lock");
+            nodes.retain(|n| {
+                !unreachable.contains(&keys::media_node(&self.namespace, &self.pool, &n.node_id))
+            });
+        }
         let mut last = None;
         for _ in 0..ATTEMPTS {
             let Some(node) = least_loaded(&nodes).cloned() else {

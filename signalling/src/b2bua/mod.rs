@@ -25,6 +25,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use centrex_coord::Store;
 use centrex_coord::lease::KeptLease;
+use centrex_coord::media::MediaNodeRegistration;
 use centrex_coord::snapshot::TenantSnapshot;
 
 use crate::auth::authenticator::{AuthOutcome, Authenticator};
@@ -32,7 +33,7 @@ use crate::cdr::{Direction, LogSink, RecordSink};
 use crate::cluster::handoff::Handoff;
 use crate::cluster::presence;
 use crate::directory::Directory;
-use crate::media::MediaPool;
+use crate::media::{MediaPool, Unreachable, until_unreachable};
 use crate::routing::numbers::NumberPlan;
 use crate::routing::target::{self, Target};
 use crate::sip::{HeaderName, Request, Response, ResponseBuilder, StatusCode, Uri};
@@ -95,6 +96,8 @@ pub struct B2bua {
     starting: Mutex<HashSet<String>>,
     /// Media pools by namespace and name (kept so their gRPC channels are reused).
     pools: Mutex<HashMap<(String, String), MediaPool>>,
+    /// Media nodes found unreachable while still registered.
+    unreachable: Unreachable,
 }
 
 impl B2bua {
@@ -120,6 +123,7 @@ impl B2bua {
             calls: Mutex::default(),
             starting: Mutex::default(),
             pools: Mutex::default(),
+            unreachable: Unreachable::default(),
         }
     }
 
@@ -519,13 +523,19 @@ impl B2bua {
     }
 
     /// Moves calls off media nodes that are gone (their registration expired, or was withdrawn
-    /// when the node stopped) to live ones. Runs until the task is dropped.
+    /// when the node stopped, or the node stopped answering before that) to live ones. Runs
+    /// until the task is dropped.
     pub async fn follow_media_nodes(self: Arc<Self>) {
         let prefix = centrex_coord::keys::all_media_nodes();
+        let mut probes = NodeProbes::default();
         loop {
             // Nodes that went while nobody watched (before, or between two watches).
             if let Ok((nodes, _)) = self.store.list(&prefix).await {
                 let live: HashSet<&str> = nodes.iter().map(|kv| kv.key.as_str()).collect();
+                probes.keep_only(&live);
+                for kv in &nodes {
+                    self.probe(&mut probes, kv);
+                }
                 self.move_calls_off(|key| !live.contains(key)).await;
             }
             let Ok(mut events) = self.store.watch(&prefix, 0).await else {
@@ -535,10 +545,15 @@ impl B2bua {
             while let Some(event) = futures::StreamExt::next(&mut events).await {
                 match event {
                     Ok(centrex_coord::WatchEvent::Delete { key, .. }) => {
+                        probes.forget(&key);
+                        self.unreachable
+                            .lock()
+                            .expect("unreachable lock")
+                            .remove(&key);
                         tracing::info!(node = key, "media node gone: moving its calls");
                         self.move_calls_off(|node| node == key).await;
                     }
-                    Ok(_) => {}
+                    Ok(centrex_coord::WatchEvent::Put(kv)) => self.probe(&mut probes, &kv),
                     Err(error) => {
                         tracing::warn!(%error, "watch of media nodes ended");
                         break;
@@ -547,6 +562,35 @@ impl B2bua {
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
+    }
+
+    /// Watches the health of the node registered as `kv`, once per registration: when it stops
+    /// answering, its calls move without waiting for its lease to expire.
+    fn probe(self: &Arc<Self>, probes: &mut NodeProbes, kv: &centrex_coord::KeyValue) {
+        let Ok(node) = serde_json::from_slice::<MediaNodeRegistration>(&kv.value) else {
+            return;
+        };
+        if !probes.start(&kv.key, kv.create_revision) {
+            return;
+        }
+        // A node registering anew (restarted) is reachable again.
+        self.unreachable
+            .lock()
+            .expect("unreachable lock")
+            .remove(&kv.key);
+        let (b2bua, key) = (Arc::downgrade(self), kv.key.clone());
+        let task = tokio::spawn(async move {
+            until_unreachable(node.grpc_address).await;
+            let Some(b2bua) = b2bua.upgrade() else { return };
+            tracing::warn!(node = key, "media node not answering: moving its calls");
+            b2bua
+                .unreachable
+                .lock()
+                .expect("unreachable lock")
+                .insert(key.clone());
+            b2bua.move_calls_off(|node| node == key).await;
+        });
+        probes.insert(kv.key.clone(), kv.create_revision, task);
     }
 
     /// Re-anchors the answered calls whose node's registration key `gone` selects.
@@ -661,7 +705,10 @@ impl B2bua {
         }
         pools
             .entry(key)
-            .or_insert_with(|| MediaPool::new(self.store.clone(), namespace, name))
+            .or_insert_with(|| {
+                MediaPool::new(self.store.clone(), namespace, name)
+                    .with_unreachable(self.unreachable.clone())
+            })
             .clone()
     }
 
@@ -701,6 +748,51 @@ impl B2bua {
             .iter()
             .filter(|(id, call)| *id == call.a_call_id() && !call.is_over())
             .count()
+    }
+}
+
+/// The health probes of the registered media nodes, one per registration (key and the revision
+/// that created it).
+#[derive(Default)]
+struct NodeProbes {
+    running: HashMap<String, (i64, tokio::task::JoinHandle<()>)>,
+}
+
+impl NodeProbes {
+    /// Whether registration `key` created at `created` needs a probe started.
+    fn start(&self, key: &str, created: i64) -> bool {
+        self.running.get(key).is_none_or(|(at, _)| *at != created)
+    }
+
+    fn insert(&mut self, key: String, created: i64, task: tokio::task::JoinHandle<()>) {
+        if let Some((_, old)) = self.running.insert(key, (created, task)) {
+            old.abort();
+        }
+    }
+
+    fn forget(&mut self, key: &str) {
+        if let Some((_, task)) = self.running.remove(key) {
+            task.abort();
+        }
+    }
+
+    /// Stops the probes of nodes no longer registered.
+    fn keep_only(&mut self, live: &HashSet<&str>) {
+        self.running.retain(|key, (_, task)| {
+            let keep = live.contains(key.as_str());
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+    }
+}
+
+impl Drop for NodeProbes {
+    fn drop(&mut self) {
+        for (_, task) in self.running.values() {
+            task.abort();
+        }
     }
 }
 
