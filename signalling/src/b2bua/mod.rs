@@ -50,6 +50,8 @@ const MAX_CALLS: usize = 50_000;
 const MAX_POOLS: usize = 256;
 /// Hunt groups whose round-robin position is kept; past it positions start again.
 const MAX_ROTATIONS: usize = 65_536;
+/// Calls of a gone instance claimed at once.
+const TAKEOVERS_AT_ONCE: usize = 32;
 /// Calls moved to another media node at once when theirs is gone.
 const MOVES_AT_ONCE: usize = 64;
 /// TTL of the lease the instance's call counters hang on: a crashed instance's calls stop
@@ -476,9 +478,14 @@ impl B2bua {
         let services = self.services(&tenant);
         let call = Call::restore(self, &record, tenant, services, held)?;
         let call = self.adopt(&call);
-        // Its media node may have gone while nobody held the call.
+        // Its media node may have gone, or stopped answering, while nobody held the call.
         let node = call.anchor().node_key;
-        if !node.is_empty() && matches!(self.store.get(&node).await, Ok(None)) {
+        let unreachable = self
+            .unreachable
+            .lock()
+            .expect("unreachable lock")
+            .contains(&node);
+        if !node.is_empty() && (unreachable || matches!(self.store.get(&node).await, Ok(None))) {
             let moving = call.clone();
             tokio::spawn(async move { moving.re_anchor().await });
         }
@@ -641,10 +648,14 @@ impl B2bua {
                 return;
             }
         };
-        let mut taken = 0;
-        for record in orphans {
-            taken += usize::from(self.take_over(record).await.is_some());
-        }
+        use futures::StreamExt as _;
+        let taken = futures::stream::iter(orphans)
+            .map(|record| self.take_over(record))
+            .buffer_unordered(TAKEOVERS_AT_ONCE)
+            .fold(0, |taken, call| async move {
+                taken + usize::from(call.is_some())
+            })
+            .await;
         if taken > 0 {
             tracing::info!(calls = taken, "calls of gone instances taken over");
         }
