@@ -239,12 +239,16 @@ async fn signalling(args: SignallingArgs) -> anyhow::Result<()> {
         return drain::drain_signalling(http_addr).await;
     }
     let _telemetry = telemetry::init("centrex-signalling", args.log_json)?;
-    let auth = authenticator(&args.digest_algorithms)?;
     let store: Arc<dyn Store> = Arc::new(
         EtcdStore::connect(&args.etcd_endpoints)
             .await
             .context("connecting to the coordination store")?,
     );
+    let pool = args.pool.clone().unwrap_or_default();
+    let nonce_key = centrex_signalling::cluster::nonce_key::shared(store.as_ref(), &pool)
+        .await
+        .context("reading the pool's nonce key from the coordination store")?;
+    let auth = authenticator(&args.digest_algorithms)?.with_nonce_key(nonce_key);
     tracing::info!(
         pool = args.pool,
         drain_timeout = ?args.drain_timeout,

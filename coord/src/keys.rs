@@ -8,6 +8,7 @@
 //! /centrex/v1/dialogs/<call-id>                   dialog state for failover (under each leg's Call-ID)
 //! /centrex/v1/signalling/<instance>               a live signalling instance, under its lease
 //! /centrex/v1/connections/<ip:port>               the instance holding a phone's TCP connection
+//! /centrex/v1/nonce-keys/<pool>                   the digest nonce key a signalling pool shares
 //! /centrex/v1/media-drain/<namespace>/<pool>/<node>   the operator asks a media node to drain
 //! /centrex/v1/calls/<domain>/tenant/<slot>        a tenant's concurrent calls, one slot each, lease-bound
 //! /centrex/v1/calls/<domain>/users/<user>/<slot>  a user's concurrent calls, likewise
@@ -98,6 +99,11 @@ pub fn connection(peer: &str) -> String {
     format!("{ROOT}connections/{peer}")
 }
 
+/// Key of the digest nonce key the instances of signalling pool `pool` share.
+pub fn nonce_key(pool: &str) -> String {
+    format!("{ROOT}nonce-keys/{pool}")
+}
+
 /// Prefix of the drain requests of one media pool.
 pub fn media_drains(namespace: &str, pool: &str) -> String {
     format!("{ROOT}media-drain/{namespace}/{pool}/")
@@ -174,6 +180,7 @@ mod tests {
             election("trunk/carrier"),
             signalling_instance("signalling-0"),
             connection("192.0.2.1:5060"),
+            nonce_key("default"),
             media_drain("ns", "default", "media-1"),
         ] {
             assert!(key.starts_with(ROOT), "{key}");

@@ -187,3 +187,45 @@ async fn a_call_set_up_elsewhere_reaches_a_phone_over_the_tcp_connection_another
     callee.write_all(ok.as_bytes()).await.unwrap();
     assert_eq!(hanging_up.await.unwrap(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nonce_one_instance_issued_is_accepted_by_the_other() {
+    let (store, _media) = store().await;
+    let a = cluster_instance(&store, "signalling-a", Arc::default()).await;
+    let b = cluster_instance(&store, "signalling-b", Arc::default()).await;
+    let _callee = Phone::register(a.sip, "101", Behaviour::Answer).await;
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let exchange = |request: String, to: std::net::SocketAddr| {
+        let socket = &socket;
+        async move {
+            socket.send_to(request.as_bytes(), to).await.unwrap();
+            let mut buffer = vec![0u8; 65_536];
+            loop {
+                let (len, _) = tokio::time::timeout(
+                    std::time::Duration::from_secs(5),
+                    socket.recv_from(&mut buffer),
+                )
+                .await
+                .expect("an answer")
+                .unwrap();
+                let text = String::from_utf8_lossy(&buffer[..len]).into_owned();
+                if !text.starts_with("SIP/2.0 100") {
+                    return text;
+                }
+            }
+        }
+    };
+    // The challenge comes from A; the retried INVITE reaches B, which accepts A's nonce.
+    let challenge = exchange(peers::invite("100", "secret-100", "101", None, 1), a.sip).await;
+    assert!(challenge.starts_with("SIP/2.0 401"), "{challenge}");
+    let nonce = peers::nonce_of(&challenge);
+    let answer = exchange(
+        peers::invite("100", "secret-100", "101", Some(&nonce), 2),
+        b.sip,
+    )
+    .await;
+    assert!(
+        !answer.starts_with("SIP/2.0 401") && !answer.starts_with("SIP/2.0 403"),
+        "B refused A's nonce: {answer}"
+    );
+}

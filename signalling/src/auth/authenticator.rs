@@ -46,6 +46,13 @@ impl Authenticator {
         )
     }
 
+    /// Issues and accepts nonces with `key`, shared with the other instances of the pool (see
+    /// [`crate::cluster::nonce_key`]) instead of a key of its own.
+    pub fn with_nonce_key(mut self, key: [u8; 32]) -> Self {
+        self.issuer = NonceIssuer::new(key, NONCE_LIFETIME);
+        self
+    }
+
     /// An authenticator with a given issuer and throttle policy.
     pub fn with(issuer: NonceIssuer, policy: ThrottlePolicy) -> Self {
         Self {

@@ -3,6 +3,7 @@
 //! instances over gRPC (a dialog's requests go to the instance that holds the call).
 
 pub mod handoff;
+pub mod nonce_key;
 pub mod presence;
 
 use std::net::SocketAddr;

@@ -261,7 +261,12 @@ pub async fn cluster_instance(
         peer_address: peer.local_addr().unwrap(),
         service_address: None,
     };
-    let auth = Authenticator::new().with_algorithms(vec![Algorithm::Md5]);
+    let nonce_key = centrex_signalling::cluster::nonce_key::shared(store.as_ref(), "default")
+        .await
+        .unwrap();
+    let auth = Authenticator::new()
+        .with_algorithms(vec![Algorithm::Md5])
+        .with_nonce_key(nonce_key);
     let server = Arc::new(
         Server::new(store.clone(), directory, auth)
             .with_records(records)
