@@ -10,7 +10,7 @@ use std::sync::Arc;
 use centrex_coord::store::MemoryStore;
 use centrex_coord::testing::eventually;
 use centrex_coord::{Store, keys};
-use peers::phone::{Behaviour, Dialer, Phone};
+use peers::phone::{Behaviour, Dialer, Dialled, Phone};
 use peers::{DOMAIN, Records, cluster_instance, media_node, next_message, register_over, tenant};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -37,6 +37,23 @@ async fn owner(store: &Arc<dyn Store>, call_id: &str) -> String {
     .await
 }
 
+/// 100 calls 101 through `through` (101 registered there too); returns both parties, the
+/// answered call and its Call-ID once its dialog record names `owner`.
+async fn answered_call(
+    store: &Arc<dyn Store>,
+    through: std::net::SocketAddr,
+    owner_name: &str,
+) -> (Phone, Dialer, Dialled, String) {
+    let callee = Phone::register(through, "101", Behaviour::Answer).await;
+    let caller = Dialer::new(through, "100").await;
+    let call = caller.call("101").await;
+    assert_eq!(call.status(), 200, "{}", call.response);
+    caller.ack(&call).await;
+    let call_id = peers::header(&call.invite, "Call-ID").to_string();
+    assert_eq!(owner(store, &call_id).await, owner_name);
+    (callee, caller, call, call_id)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bye_arriving_at_the_other_instance_is_handed_to_the_calls_owner() {
     let (store, _media) = store().await;
@@ -47,13 +64,7 @@ async fn a_bye_arriving_at_the_other_instance_is_handed_to_the_calls_owner() {
     let b_sip = cluster_instance(&store, "signalling-b", b_records.clone())
         .await
         .sip;
-    let callee = Phone::register(a_sip, "101", Behaviour::Answer).await;
-    let caller = Dialer::new(a_sip, "100").await;
-    let call = caller.call("101").await;
-    assert_eq!(call.status(), 200, "{}", call.response);
-    caller.ack(&call).await;
-    let call_id = peers::header(&call.invite, "Call-ID").to_string();
-    assert_eq!(owner(&store, &call_id).await, "signalling-a");
+    let (callee, caller, call, call_id) = answered_call(&store, a_sip, "signalling-a").await;
 
     assert_eq!(caller.hang_up_through(&call, b_sip).await, 200);
     callee.request("BYE").await;
@@ -86,13 +97,7 @@ async fn the_calls_of_an_instance_that_leaves_are_taken_over() {
     let b_sip = cluster_instance(&store, "signalling-b", b_records.clone())
         .await
         .sip;
-    let callee = Phone::register(a_sip, "101", Behaviour::Answer).await;
-    let caller = Dialer::new(a_sip, "100").await;
-    let call = caller.call("101").await;
-    assert_eq!(call.status(), 200, "{}", call.response);
-    caller.ack(&call).await;
-    let call_id = peers::header(&call.invite, "Call-ID").to_string();
-    assert_eq!(owner(&store, &call_id).await, "signalling-a");
+    let (callee, caller, call, call_id) = answered_call(&store, a_sip, "signalling-a").await;
     let tenant_calls = keys::tenant_calls(DOMAIN);
     assert_eq!(store.list(&tenant_calls).await.unwrap().0.len(), 1);
 
