@@ -119,6 +119,19 @@ async fn the_calls_of_an_instance_that_leaves_are_taken_over() {
     })
     .await;
 
+    // A re-INVITE reaches the callee through B, and its answer comes back anchored.
+    let answer = caller.reinvite_through(&call, b_sip).await;
+    assert!(answer.starts_with("SIP/2.0 200"), "{answer}");
+    assert!(answer.contains("m=audio "), "the answer's SDP: {answer}");
+    eventually("the callee's re-INVITE", || async {
+        let invites = callee.invites();
+        invites
+            .iter()
+            .any(|invite| peers::header(invite, "To").contains(";tag="))
+            .then_some(())
+    })
+    .await;
+
     assert_eq!(caller.hang_up_through(&call, b_sip).await, 200);
     let bye = callee.request("BYE").await;
     let cseq: u32 = peers::header(&bye, "CSeq")

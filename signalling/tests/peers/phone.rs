@@ -258,9 +258,17 @@ impl Dialer {
         self.hang_up_through(dialled, self.sip).await
     }
 
+    /// Sends a re-INVITE (no offer) in an answered call to `sip`; returns the final answer.
+    pub async fn reinvite_through(&self, dialled: &Dialled, sip: SocketAddr) -> String {
+        let reinvite = self.in_dialog(dialled, "INVITE", 3);
+        self.socket.send_to(reinvite.as_bytes(), sip).await.unwrap();
+        self.next_response(200).await
+    }
+
     /// Hangs up an answered call with a BYE sent to `sip` (another instance of the pool).
     pub async fn hang_up_through(&self, dialled: &Dialled, sip: SocketAddr) -> u16 {
-        let bye = self.in_dialog(dialled, "BYE", 3);
+        // After a re-INVITE (CSeq 3), if there was one.
+        let bye = self.in_dialog(dialled, "BYE", 4);
         self.socket.send_to(bye.as_bytes(), sip).await.unwrap();
         status(&self.next_response(200).await)
     }
