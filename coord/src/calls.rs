@@ -10,6 +10,7 @@
 //!   compare-and-swap and reset when the second changes.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use crate::store::{CasOutcome, LeaseId, Store, StoreError};
 
@@ -19,6 +20,8 @@ const PROBES: usize = 4;
 const ROUNDS: usize = 4;
 /// Compare-and-swap attempts on a rate window before giving up under contention.
 const RATE_ATTEMPTS: usize = 16;
+/// Longest random pause (ms) after losing a compare-and-swap race on a rate window.
+const RATE_BACKOFF_MS: usize = 5;
 
 /// A held concurrent-call slot; [`release`] it when the call ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,10 +106,18 @@ pub async fn admit_rate(
             .await?
         {
             CasOutcome::Written(_) => return Ok(true),
-            CasOutcome::Conflict(_) => continue,
+            // Another writer got in first: wait a random moment so the racers spread out.
+            CasOutcome::Conflict(_) => {
+                let pause = Duration::from_millis(random_below(RATE_BACKOFF_MS) as u64);
+                tokio::time::sleep(pause).await;
+            }
         }
     }
-    Ok(false)
+    // Not a full window: too many writers at once. The caller hears "unavailable", not a
+    // limit that was not reached.
+    Err(StoreError::Unavailable(format!(
+        "{key}: still contended after {RATE_ATTEMPTS} attempts"
+    )))
 }
 
 async fn try_slot(
