@@ -1279,20 +1279,8 @@ impl Call {
         if status.is_provisional() {
             return true;
         }
-        let to = response
-            .headers()
-            .get(HeaderName::To)
-            .unwrap_or_default()
-            .to_string();
-        // A 2xx is ACKed in a transaction of its own; a failure with the INVITE's branch.
-        let ack_branch = if status.is_success() {
-            format!("z9hG4bK{}", tag())
-        } else {
-            branch.to_string()
-        };
-        if let Some(ack) = self.ack_in_dialog(to_callee, &to, cseq, &ack_branch) {
-            self.send(&ack, destination).await;
-        }
+        self.ack_our_reinvite(to_callee, response, cseq, branch, destination)
+            .await;
         if !status.is_success() {
             tracing::warn!(call_id = self.a_call_id, to_callee, %status, "a party refused the re-INVITE moving its audio");
             return true;
@@ -1547,19 +1535,34 @@ impl Call {
         }
         // Our own INVITE transaction with the answering party ends with our ACK.
         if original.method() == &Method::Invite {
-            let to = response
-                .headers()
-                .get(HeaderName::To)
-                .unwrap_or_default()
-                .to_string();
-            let ack_branch = if status.is_success() {
-                format!("z9hG4bK{}", tag())
-            } else {
-                branch
-            };
-            if let Some(ack) = self.ack_in_dialog(from_caller, &to, cseq, &ack_branch) {
-                self.send(&ack, destination).await;
-            }
+            self.ack_our_reinvite(from_caller, response, cseq, &branch, destination)
+                .await;
+        }
+    }
+
+    /// ACKs the final `response` to a re-INVITE we sent (`to_callee`, or to the caller) at
+    /// `cseq` on `branch`: a 2xx in a transaction of its own, a failure with the INVITE's branch
+    /// (RFC 3261 §17.1.1.3).
+    async fn ack_our_reinvite(
+        &self,
+        to_callee: bool,
+        response: &Response,
+        cseq: u32,
+        branch: &str,
+        destination: Peer,
+    ) {
+        let to = response
+            .headers()
+            .get(HeaderName::To)
+            .unwrap_or_default()
+            .to_string();
+        let ack_branch = if response.status().is_success() {
+            format!("z9hG4bK{}", tag())
+        } else {
+            branch.to_string()
+        };
+        if let Some(ack) = self.ack_in_dialog(to_callee, &to, cseq, &ack_branch) {
+            self.send(&ack, destination).await;
         }
     }
 
