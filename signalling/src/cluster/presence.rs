@@ -18,8 +18,9 @@ pub struct Presence {
     pub peer: SocketAddr,
 }
 
-/// Keeps `instance`'s presence key under `lease`, writing it again every `period` (so it comes
-/// back by itself when the lease had to be granted anew after a store outage), until `left`.
+/// Keeps `instance`'s presence key under `lease`, checking every `period` that the lease is
+/// still the one it was written under (after a store outage longer than the TTL the lease is
+/// granted anew, and the key written again), until `left`.
 pub async fn keep(
     store: Arc<dyn Store>,
     lease: Arc<KeptLease>,
@@ -30,13 +31,20 @@ pub async fn keep(
 ) {
     let key = keys::signalling_instance(&instance);
     let value = serde_json::to_vec(&presence).expect("presence serialises");
+    // The lease keeps the key alive: it is written again only under a new lease.
+    let mut published = None;
     while !left.load(Ordering::SeqCst) {
-        let written = match lease.get().await {
-            Ok(lease) => store.put(&key, value.clone(), Some(lease)).await.map(drop),
-            Err(error) => Err(error),
-        };
-        if let Err(error) = written {
-            tracing::warn!(%error, instance, "cannot publish this instance's presence");
+        match lease.get().await {
+            Ok(current) if published == Some(current) => {}
+            Ok(current) => match store.put(&key, value.clone(), Some(current)).await {
+                Ok(_) => published = Some(current),
+                Err(error) => {
+                    tracing::warn!(%error, instance, "cannot publish this instance's presence")
+                }
+            },
+            Err(error) => {
+                tracing::warn!(%error, instance, "cannot publish this instance's presence")
+            }
         }
         tokio::time::sleep(period).await;
     }

@@ -186,16 +186,8 @@ impl Platform {
                 .await
                 .unwrap();
         }
-        let directory = Directory::default();
         let shared = store.clone();
-        tokio::spawn({
-            let (directory, shared) = (directory.clone(), shared.clone());
-            async move { directory.follow(shared).await }
-        });
-        eventually("the tenant to reach the directory", || async {
-            directory.tenant(DOMAIN).map(|_| ())
-        })
-        .await;
+        let directory = serving_directory(&shared).await;
         for trunk in &trunks {
             eventually("the trunks to reach the directory", || async {
                 directory.trunk("default", &trunk.source.name).map(|_| ())
@@ -230,6 +222,20 @@ impl Platform {
     }
 }
 
+/// A directory following `store`, once the test tenant has reached it.
+async fn serving_directory(store: &Arc<dyn Store>) -> Directory {
+    let directory = Directory::default();
+    tokio::spawn({
+        let (directory, store) = (directory.clone(), store.clone());
+        async move { directory.follow(store).await }
+    });
+    eventually("the tenant to reach the directory", || async {
+        directory.tenant(DOMAIN).map(|_| ())
+    })
+    .await;
+    directory
+}
+
 /// One signalling instance of a cluster.
 pub struct Instance {
     pub server: Arc<Server>,
@@ -246,15 +252,7 @@ pub async fn cluster_instance(
     instance: &str,
     records: Arc<Records>,
 ) -> Instance {
-    let directory = Directory::default();
-    tokio::spawn({
-        let (directory, store) = (directory.clone(), store.clone());
-        async move { directory.follow(store).await }
-    });
-    eventually("the tenant to reach the directory", || async {
-        directory.tenant(DOMAIN).map(|_| ())
-    })
-    .await;
+    let directory = serving_directory(store).await;
     let peer = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let config = ClusterConfig {
         lease_ttl: Duration::from_secs(1),
