@@ -22,9 +22,15 @@ use centrex_signalling::cdr::{Fanout, JsonLinesSink, LogSink};
 use centrex_signalling::cluster::ClusterConfig;
 use centrex_signalling::cluster::handoff::HandoffService;
 use centrex_signalling::directory::Directory;
+use centrex_signalling::media::InProcessNode;
 use centrex_signalling::server::{Server, TcpLimits};
 use clap::{Args, Parser, Subcommand};
 use tonic::transport::server::TcpIncoming;
+
+/// Signalling allocates and frees small buffers for every message from many threads; glibc's
+/// allocator spent about a quarter of a loaded `centrex up` in malloc/free (docs/performance.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Centrex: a multi-tenant hosted PBX on Kubernetes.
 #[derive(Parser)]
@@ -267,6 +273,7 @@ async fn signalling(args: SignallingArgs) -> anyhow::Result<()> {
         advertise: args.advertise,
         drain_timeout: args.drain_timeout,
         cdr_file: args.cdr_file,
+        in_process_media: None,
         cluster: Some(Clustered {
             config: ClusterConfig {
                 lease_ttl: args.lease_ttl,
@@ -301,6 +308,8 @@ struct Sip {
     cdr_file: Option<PathBuf>,
     /// One of several instances sharing the store; none in local mode.
     cluster: Option<Clustered>,
+    /// The media node running in this process (local mode).
+    in_process_media: Option<InProcessNode>,
 }
 
 /// Serves SIP for the tenants in `store` until SIGTERM or Ctrl-C, then drains: new calls are
@@ -327,6 +336,9 @@ async fn serve_sip(store: Arc<dyn Store>, sip: Sip, auth: Authenticator) -> anyh
     }
     if let Some(cluster) = &sip.cluster {
         server = server.with_cluster(cluster.config);
+    }
+    if let Some(node) = sip.in_process_media.clone() {
+        server = server.with_in_process_media(node);
     }
     if let Some(path) = &sip.cdr_file {
         let file = JsonLinesSink::open(path, JsonLinesSink::DEFAULT_CAPACITY)?;
@@ -487,7 +499,16 @@ async fn up(
     if let Some(pool) = manifests.media_pools.first() {
         size_like(&mut media, pool)?;
     }
-    tokio::spawn(local_media_node(store.clone(), media));
+    let media = local_media_node(store.clone(), media).await?;
+    let in_process_media = InProcessNode {
+        grpc: media.grpc_addr(),
+        control: Arc::new(media.in_process_control()),
+    };
+    tokio::spawn(async move {
+        if let Err(error) = media.run(shutdown_signal()).await {
+            tracing::error!(%error, "local media node stopped");
+        }
+    });
     tracing::info!(%sip, "local mode: register a softphone as <extension>@<domain> at this address; Ctrl-C stops it");
     let sip = Sip {
         udp: sip,
@@ -498,6 +519,7 @@ async fn up(
         drain_timeout: Duration::from_secs(1),
         cdr_file,
         cluster: None,
+        in_process_media: Some(in_process_media),
     };
     serve_sip(store, sip, auth).await
 }
@@ -522,17 +544,21 @@ fn size_like(
     Ok(())
 }
 
-/// Local mode's media node: relays on the SIP address, registered in the in-memory store.
-async fn local_media_node(store: Arc<dyn Store>, mut config: centrex_media_node::Config) {
+/// Local mode's media node, started: relays on the SIP address, registered in the in-memory
+/// store once it runs.
+async fn local_media_node(
+    store: Arc<dyn Store>,
+    mut config: centrex_media_node::Config,
+) -> anyhow::Result<centrex_media_node::MediaNode> {
     let address = config.advertise;
     config.bind = address;
     config.grpc_addr = SocketAddr::new(address, 0);
     config.http_addr = SocketAddr::new(address, 0);
     // Nobody waits for calls to end when a developer stops local mode.
     config.drain_timeout = Duration::from_secs(1);
-    if let Err(error) = centrex_media_node::run_with_store(config, store, shutdown_signal()).await {
-        tracing::error!(%error, "local media node stopped");
-    }
+    centrex_media_node::MediaNode::start(config, store)
+        .await
+        .context("starting the local media node")
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -51,6 +51,8 @@ pub struct MediaNode {
     store: Arc<dyn Store>,
     grpc: TcpListener,
     http: TcpListener,
+    /// Turns true when the node stops: the servers close and the stats streams end.
+    stop: watch::Sender<bool>,
 }
 
 impl MediaNode {
@@ -76,6 +78,7 @@ impl MediaNode {
             store,
             grpc,
             http,
+            stop: watch::channel(false).0,
         })
     }
 
@@ -98,6 +101,12 @@ impl MediaNode {
         &self.node
     }
 
+    /// The MediaControl service that [`MediaNode::run`] serves over gRPC, for a caller in the
+    /// same process (local mode's signalling) to call directly.
+    pub fn in_process_control(&self) -> MediaControlService {
+        MediaControlService::new(self.node.clone(), self.stop.subscribe())
+    }
+
     /// Serves until the node has drained: after a Drain call or `shutdown` (SIGTERM), once its
     /// sessions have ended or the drain timeout passed. Then deregisters and returns. A drain the
     /// operator requests through the store (a scale-down is coming) does not end it.
@@ -111,10 +120,11 @@ impl MediaNode {
             store,
             grpc,
             http,
+            stop,
         } = self;
         let config = node.config().clone();
         let grpc_addr = grpc.local_addr()?;
-        let (stop, stopping) = watch::channel(false);
+        let stopping = stop.subscribe();
         let stopped = |mut stopping: watch::Receiver<bool>| async move {
             let _ = stopping.wait_for(|&s| s).await;
         };

@@ -113,6 +113,15 @@ impl Server {
         }
     }
 
+    /// Anchors media on `node`, a media node in this process (local mode), by direct calls
+    /// instead of gRPC; nodes elsewhere are still reached over gRPC.
+    pub fn with_in_process_media(mut self, node: crate::media::InProcessNode) -> Self {
+        Arc::get_mut(&mut self.b2bua)
+            .expect("media is set before the server is shared")
+            .set_in_process_media(node);
+        self
+    }
+
     /// Sends call detail records to `records` (by default they go to the log).
     pub fn with_records(mut self, records: Arc<dyn crate::cdr::RecordSink>) -> Self {
         Arc::get_mut(&mut self.b2bua)

@@ -33,7 +33,7 @@ use crate::cdr::{Direction, LogSink, RecordSink};
 use crate::cluster::handoff::Handoff;
 use crate::cluster::presence;
 use crate::directory::Directory;
-use crate::media::{MediaPool, Unreachable, until_unreachable};
+use crate::media::{InProcessNode, MediaPool, Unreachable, until_unreachable};
 use crate::routing::numbers::NumberPlan;
 use crate::routing::target::{self, Target};
 use crate::sip::{HeaderName, Request, Response, ResponseBuilder, StatusCode, Uri};
@@ -100,6 +100,8 @@ pub struct B2bua {
     pools: Mutex<HashMap<(String, String), MediaPool>>,
     /// Media nodes found unreachable while still registered.
     unreachable: Unreachable,
+    /// A media node running in this process (local mode), called without gRPC.
+    in_process_media: Option<InProcessNode>,
 }
 
 impl B2bua {
@@ -126,7 +128,13 @@ impl B2bua {
             starting: Mutex::default(),
             pools: Mutex::default(),
             unreachable: Unreachable::default(),
+            in_process_media: None,
         }
+    }
+
+    /// Calls the media node `node`, which runs in this process, directly instead of over gRPC.
+    pub fn set_in_process_media(&mut self, node: InProcessNode) {
+        self.in_process_media = Some(node);
     }
 
     /// Sends call detail records to `records` instead of the log.
@@ -719,6 +727,7 @@ impl B2bua {
             .or_insert_with(|| {
                 MediaPool::new(self.store.clone(), namespace, name)
                     .with_unreachable(self.unreachable.clone())
+                    .with_in_process(self.in_process_media.clone())
             })
             .clone()
     }
