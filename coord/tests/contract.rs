@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use centrex_coord::store::{CasOutcome, EtcdStore, MemoryStore};
+use centrex_coord::store::{CasOutcome, EtcdStore, MAX_BATCH, MemoryStore};
 use centrex_coord::{LeaseId, Revision, Store, StoreError, WatchEvent, WatchStream};
 use futures::StreamExt;
 use support::Etcd;
@@ -59,6 +59,7 @@ contract!(
     watch_sees_lease_expiry_and_revocation,
     racing_callers_never_exceed_a_slot_limit,
     racing_callers_never_exceed_a_rate_window,
+    batches_write_and_delete_at_one_revision,
 );
 
 async fn get_put_delete(store: Arc<dyn Store>) {
@@ -93,6 +94,59 @@ async fn get_put_delete(store: Arc<dyn Store>) {
 
     assert!(matches!(
         store.put("", vec![], None).await,
+        Err(StoreError::Invalid(_))
+    ));
+}
+
+async fn batches_write_and_delete_at_one_revision(store: Arc<dyn Store>) {
+    let before = store.put("/b/a", b"old".to_vec(), None).await.unwrap();
+    let entries: Vec<(String, Vec<u8>)> = ["/b/a", "/b/b", "/b/c"]
+        .iter()
+        .map(|k| (k.to_string(), k.as_bytes().to_vec()))
+        .collect();
+    let written = store.put_all(&entries).await.unwrap();
+    assert_eq!(written, before + 1, "one batch, one revision");
+    let (kvs, revision) = store.list("/b/").await.unwrap();
+    assert_eq!(revision, written);
+    let seen: Vec<_> = kvs
+        .iter()
+        .map(|kv| (kv.key.as_str(), kv.value.as_slice(), kv.mod_revision))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("/b/a", &b"/b/a"[..], written),
+            ("/b/b", &b"/b/b"[..], written),
+            ("/b/c", &b"/b/c"[..], written),
+        ]
+    );
+    assert_eq!(
+        kvs[0].create_revision, before,
+        "an overwritten key keeps its creation"
+    );
+
+    let gone = ["/b/a", "/b/c", "/b/absent"].map(String::from);
+    assert_eq!(store.delete_all(&gone).await.unwrap(), 2);
+    let (kvs, revision) = store.list("/b/").await.unwrap();
+    assert_eq!(revision, written + 1, "one batch, one revision");
+    assert_eq!(
+        kvs.iter().map(|kv| kv.key.as_str()).collect::<Vec<_>>(),
+        ["/b/b"]
+    );
+    assert_eq!(store.delete_all(&gone).await.unwrap(), 0);
+    assert_eq!(
+        store.list("/b/").await.unwrap().1,
+        written + 1,
+        "nothing deleted, nothing written"
+    );
+
+    let too_many: Vec<String> = (0..=MAX_BATCH).map(|i| format!("/b/{i}")).collect();
+    assert!(matches!(
+        store.delete_all(&too_many).await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        store.put_all(&[(String::new(), vec![])]).await,
         Err(StoreError::Invalid(_))
     ));
 }

@@ -455,6 +455,54 @@ impl Store for EtcdStore {
         Ok(resp.deleted() > 0)
     }
 
+    async fn put_all(&self, entries: &[(String, Vec<u8>)]) -> Result<Revision, StoreError> {
+        super::check_batch(entries.iter().map(|(k, _)| k.as_str()))?;
+        let Some((first, _)) = entries.first() else {
+            return Err(StoreError::Invalid("put_all of no entries".into()));
+        };
+        let writes: Vec<TxnOp> = entries
+            .iter()
+            .map(|(key, value)| TxnOp::put(key.as_str(), value.clone(), None))
+            .collect();
+        let txn = Txn::new().and_then(writes);
+        // Repeating the same writes is harmless, so a lost answer is simply retried.
+        let resp = self
+            .call("put all", first, None, |mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })
+            .await
+            .result?;
+        revision(resp.header(), "txn")
+    }
+
+    async fn delete_all(&self, keys: &[String]) -> Result<usize, StoreError> {
+        super::check_batch(keys.iter().map(String::as_str))?;
+        let Some(first) = keys.first() else {
+            return Ok(0);
+        };
+        let deletes: Vec<TxnOp> = keys
+            .iter()
+            .map(|key| TxnOp::delete(key.as_str(), None))
+            .collect();
+        let txn = Txn::new().and_then(deletes);
+        let resp = self
+            .call("delete all", first, None, |mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })
+            .await
+            .result?;
+        Ok(resp
+            .op_responses()
+            .iter()
+            .map(|op| match op {
+                TxnOpResponse::Delete(delete) => usize::try_from(delete.deleted()).unwrap_or(0),
+                _ => 0,
+            })
+            .sum())
+    }
+
     async fn compare_and_swap(
         &self,
         key: &str,

@@ -228,6 +228,53 @@ impl State {
         true
     }
 
+    /// Writes `entries` at one new revision.
+    fn put_all(&mut self, entries: &[(String, Vec<u8>)]) -> Revision {
+        let revision = self.revision + 1;
+        for (key, value) in entries {
+            let create_revision = match self.kvs.get(key.as_str()) {
+                Some(old) => {
+                    let (old_lease, create_revision) = (old.lease, old.create_revision);
+                    self.detach(key, old_lease);
+                    create_revision
+                }
+                None => revision,
+            };
+            let kv = KeyValue {
+                key: key.clone(),
+                value: value.clone(),
+                create_revision,
+                mod_revision: revision,
+                lease: None,
+            };
+            self.kvs.insert(key.clone(), kv.clone());
+            self.emit(WatchEvent::Put(kv));
+        }
+        self.revision = revision;
+        revision
+    }
+
+    /// Deletes those of `keys` that exist at one new revision (none when nothing existed).
+    fn delete_all(&mut self, keys: &[String]) -> usize {
+        let revision = self.revision + 1;
+        let mut deleted = 0;
+        for key in keys {
+            let Some(old) = self.kvs.remove(key.as_str()) else {
+                continue;
+            };
+            self.detach(key, old.lease);
+            self.emit(WatchEvent::Delete {
+                key: key.clone(),
+                mod_revision: revision,
+            });
+            deleted += 1;
+        }
+        if deleted > 0 {
+            self.revision = revision;
+        }
+        deleted
+    }
+
     fn detach(&mut self, key: &str, lease: Option<LeaseId>) {
         if let Some(id) = lease
             && let Some(lease) = self.leases.get_mut(&id.0)
@@ -382,6 +429,19 @@ impl Store for MemoryStore {
     async fn delete(&self, key: &str) -> Result<bool, StoreError> {
         check_key(key)?;
         Ok(self.state().delete(key))
+    }
+
+    async fn put_all(&self, entries: &[(String, Vec<u8>)]) -> Result<Revision, StoreError> {
+        super::check_batch(entries.iter().map(|(k, _)| k.as_str()))?;
+        if entries.is_empty() {
+            return Err(StoreError::Invalid("put_all of no entries".into()));
+        }
+        Ok(self.state().put_all(entries))
+    }
+
+    async fn delete_all(&self, keys: &[String]) -> Result<usize, StoreError> {
+        super::check_batch(keys.iter().map(String::as_str))?;
+        Ok(self.state().delete_all(keys))
     }
 
     async fn compare_and_swap(

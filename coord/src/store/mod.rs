@@ -82,6 +82,26 @@ pub enum StoreError {
     Invalid(String),
 }
 
+/// Most keys one [`Store::put_all`] or [`Store::delete_all`] takes: etcd refuses transactions of
+/// more than 128 operations by default (`--max-txn-ops`).
+pub const MAX_BATCH: usize = 128;
+
+/// `Invalid` unless the keys fit in one batch and none is empty.
+fn check_batch<'a>(keys: impl ExactSizeIterator<Item = &'a str>) -> Result<(), StoreError> {
+    if keys.len() > MAX_BATCH {
+        return Err(StoreError::Invalid(format!(
+            "{} keys in one batch; at most {MAX_BATCH}",
+            keys.len()
+        )));
+    }
+    for key in keys {
+        if key.is_empty() {
+            return Err(StoreError::Invalid("empty key".into()));
+        }
+    }
+    Ok(())
+}
+
 /// The key-value contract Centrex coordinates through.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -102,6 +122,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes a key; returns whether it existed.
     async fn delete(&self, key: &str) -> Result<bool, StoreError>;
+    /// Writes every `(key, value)` of `entries` (no lease) in one atomic write: one revision,
+    /// one round trip. At most [`MAX_BATCH`] entries.
+    async fn put_all(&self, entries: &[(String, Vec<u8>)]) -> Result<Revision, StoreError>;
+    /// Deletes every key of `keys` that exists, in one atomic write; returns how many existed.
+    /// At most [`MAX_BATCH`] keys.
+    async fn delete_all(&self, keys: &[String]) -> Result<usize, StoreError>;
 
     /// Writes (`Some`) or deletes (`None`) `key` only if its `mod_revision` is `expected`
     /// (`0` means "the key must not exist").

@@ -70,6 +70,16 @@ impl Store for OutageStore {
         self.inner.delete(key).await
     }
 
+    async fn put_all(&self, entries: &[(String, Vec<u8>)]) -> Result<Revision, StoreError> {
+        self.check()?;
+        self.inner.put_all(entries).await
+    }
+
+    async fn delete_all(&self, keys: &[String]) -> Result<usize, StoreError> {
+        self.check()?;
+        self.inner.delete_all(keys).await
+    }
+
     async fn compare_and_swap(
         &self,
         key: &str,

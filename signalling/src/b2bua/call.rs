@@ -202,6 +202,9 @@ pub struct Call {
     a_source: Peer,
     a_call_id: String,
     a_to_tag: String,
+    /// Held from the phase check to the send of each response relayed to the caller: the
+    /// callee's 180 and 200 are handled concurrently, and a 180 must not leave after the 200.
+    relay_order: tokio::sync::Mutex<()>,
     state: Mutex<State>,
 }
 
@@ -295,6 +298,7 @@ impl Call {
             a_call_id,
             a_to_tag: tag(),
             a_invite,
+            relay_order: tokio::sync::Mutex::new(()),
             state: Mutex::new(State {
                 phase: Phase::Calling,
                 pending: None,
@@ -898,6 +902,7 @@ impl Call {
             );
         }
         let Ok(bytes) = builder.build() else { return };
+        let order = self.relay_order.lock().await;
         {
             let mut state = self.state.lock().expect("call lock");
             // Responses are handled concurrently: a 180 can get here after the 200 sent just
@@ -926,6 +931,7 @@ impl Call {
             }
         }
         self.send_to_caller(&bytes).await;
+        drop(order);
         if (200..300).contains(&status) {
             self.ack_2xx().await;
             tokio::spawn(self.clone().retransmit_2xx(bytes));
@@ -1077,6 +1083,7 @@ impl Call {
             a_source: record.caller,
             a_call_id: record.a_call_id.clone(),
             a_to_tag: record.a_to_tag.clone(),
+            relay_order: tokio::sync::Mutex::new(()),
             state: Mutex::new(State {
                 phase: Phase::Answered,
                 pending: None,
@@ -1683,12 +1690,11 @@ impl Call {
         let call = self.clone();
         let b_call_id = answered_leg;
         tokio::spawn(async move {
-            if let (Some(failover), Some(b_call_id)) = (&call.services.failover, b_call_id)
-                && let Err(error) = failover.dialogs.remove(&call.a_call_id, &b_call_id).await
-            {
-                tracing::warn!(%error, call_id = call.a_call_id, "dialog record not removed");
-            }
-            call.services.limits.release(held).await;
+            let records = match (&call.services.failover, b_call_id) {
+                (Some(_), Some(b_call_id)) => Dialogs::keys(&call.a_call_id, &b_call_id),
+                _ => Vec::new(),
+            };
+            call.services.limits.release_with(held, records).await;
             let anchor = call.anchor();
             if let Err(error) = call.services.pool.release(&anchor).await {
                 tracing::warn!(%error, session = anchor.session_id, "media session not released; its idle timeout will");

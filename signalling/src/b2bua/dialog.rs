@@ -177,21 +177,22 @@ impl Dialogs {
 
     /// Writes `record` under both legs' Call-IDs.
     pub async fn save(&self, record: &DialogRecord) -> Result<(), StoreError> {
-        for (leg, call_id) in [
+        let entries: Vec<(String, Vec<u8>)> = [
             (Leg::A, &record.a_call_id),
             (Leg::B, &record.callee.call_id),
-        ] {
+        ]
+        .into_iter()
+        .map(|(leg, call_id)| {
             let value = serde_json::to_vec(&record.under(leg)).expect("a record serialises");
-            self.store.put(&keys::dialog(call_id), value, None).await?;
-        }
-        Ok(())
+            (keys::dialog(call_id), value)
+        })
+        .collect();
+        self.store.put_all(&entries).await.map(drop)
     }
 
-    /// Deletes the record of a call that ended.
-    pub async fn remove(&self, a_call_id: &str, b_call_id: &str) -> Result<(), StoreError> {
-        self.store.delete(&keys::dialog(a_call_id)).await?;
-        self.store.delete(&keys::dialog(b_call_id)).await?;
-        Ok(())
+    /// The keys of the record of a call (both legs'): deleted when it ends.
+    pub fn keys(a_call_id: &str, b_call_id: &str) -> Vec<String> {
+        vec![keys::dialog(a_call_id), keys::dialog(b_call_id)]
     }
 
     /// The record of the call one of whose legs has `call_id`.

@@ -250,10 +250,19 @@ impl Limits {
 
     /// Gives counters back (best effort: a slot left behind goes with the lease).
     pub async fn release(&self, held: Held) {
-        for slot in held.slots {
-            if let Err(error) = calls::release(self.store.as_ref(), &slot).await {
-                tracing::warn!(%error, key = slot.key, "call slot not released; its lease will");
-            }
+        self.release_with(held, Vec::new()).await;
+    }
+
+    /// Releases `held` and deletes the keys `also` (the call's dialog records) in one store
+    /// write: a call ends with one round trip to etcd, not one per key.
+    pub async fn release_with(&self, held: Held, also: Vec<String>) {
+        let mut keys = held.keys();
+        keys.extend(also);
+        if keys.is_empty() {
+            return;
+        }
+        if let Err(error) = self.store.delete_all(&keys).await {
+            tracing::warn!(%error, ?keys, "call slots not released; their lease will");
         }
     }
 }
