@@ -48,7 +48,7 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use centrex_coord::Store;
 use platform::{
-    DOMAIN, Process, free_media_port, free_port, free_ports, load_average, metric, scrape,
+    CpuUse, DOMAIN, Process, free_media_port, free_port, free_ports, load_average, metric, scrape,
 };
 use report::Row;
 use search::{Search, Step};
@@ -386,6 +386,16 @@ impl<'a> Rig<'a> {
         self.platform = None;
     }
 
+    /// The CPU used so far by the server under load (`centrex up`, or the sipp server of the
+    /// reference), the callee, and the callers already reaped.
+    fn cpu(&self) -> Option<CpuUse> {
+        let peer = self.peer.as_ref().map(Process::pid);
+        match &self.platform {
+            Some(platform) => CpuUse::sample(platform.pid(), peer),
+            None => CpuUse::sample(peer?, None),
+        }
+    }
+
     /// Starts the system under load afresh, ready for traffic.
     fn start(&mut self) -> anyhow::Result<()> {
         self.stop();
@@ -526,6 +536,7 @@ impl<'a> Rig<'a> {
         let load = load_average();
         let started = Instant::now();
         let drops_before = platform::udp_drops(self.sip.port());
+        let cpu_before = self.cpu();
         let (mut sipp, planned) = self.caller(
             rate,
             seconds,
@@ -542,6 +553,10 @@ impl<'a> Rig<'a> {
         let server_drops = platform::udp_drops(self.sip.port())
             .zip(drops_before)
             .map(|(after, before)| after.saturating_sub(before));
+        let cpu = self
+            .cpu()
+            .zip(cpu_before)
+            .map(|(after, before)| after.since(before));
         let shortfall = sipp::disqualified(&run.totals, planned, rate, run.exit);
         let mut retryable = shortfall.as_ref().is_some_and(sipp::Shortfall::only_slow);
         let mut verdict = shortfall.map(|s| s.to_string());
@@ -563,6 +578,7 @@ impl<'a> Rig<'a> {
             verdict,
             retryable,
             server_drops,
+            cpu,
             errors: run.errors,
             load,
             elapsed: started.elapsed(),
@@ -781,6 +797,8 @@ struct StepRun {
     retryable: bool,
     /// Datagrams the kernel dropped on the server's SIP socket (receive buffer full).
     server_drops: Option<u64>,
+    /// CPU used during the step (the callers' only once they have ended).
+    cpu: Option<CpuUse>,
     errors: Vec<(String, usize)>,
     load: String,
     elapsed: Duration,
@@ -806,6 +824,29 @@ impl StepRun {
                 .as_deref()
                 .map_or("pass".to_string(), |why| format!("FAIL: {why}")),
         )
+    }
+
+    /// CPU time per successful call (or registration) of the server, the callee and the caller,
+    /// in µs: what a call costs, whatever else shares the machine.
+    fn cpu_per_call(&self) -> Option<String> {
+        let cpu = self.cpu?;
+        let calls = self.totals.successful;
+        if calls == 0 {
+            return None;
+        }
+        let per_call = |seconds: f64| seconds * 1e6 / calls as f64;
+        let callee = if cpu.peer > 0.0 {
+            format!(", sipp callee {:.0} µs", per_call(cpu.peer))
+        } else {
+            String::new()
+        };
+        Some(format!(
+            "CPU per call: server {:.0} µs{callee}, sipp caller {:.0} µs (server at {:.0} % of a core over {:.0} s)",
+            per_call(cpu.server),
+            per_call(cpu.callers),
+            cpu.server * 100.0 / self.elapsed.as_secs_f64(),
+            self.elapsed.as_secs_f64(),
+        ))
     }
 }
 
@@ -849,6 +890,9 @@ fn ceiling(rig: &mut Rig, ladder: &[u32], plan: &Plan) -> anyhow::Result<Ceiling
             }
             let run = rig.step(step, seconds)?;
             println!("{}", run.line(&rig.name));
+            if let Some(cpu) = run.cpu_per_call() {
+                println!("    {cpu}");
+            }
             if run.verdict.is_some() && !run.retryable {
                 if !run.errors.is_empty() {
                     println!("{}", report::kinds(&run.errors, 4));
@@ -1259,6 +1303,9 @@ fn details(figures: &Figures, plan: &Plan) -> String {
                 hold.totals.successful,
                 hold.totals.call_length_ms
             ));
+            if let Some(cpu) = hold.cpu_per_call() {
+                out.push(format!("  {cpu}"));
+            }
         }
         if c.observations.peak_rss_mib.is_some() {
             out.push(format!(

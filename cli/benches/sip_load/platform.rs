@@ -98,6 +98,62 @@ pub fn memory_mib(pid: u32, field: &str) -> Option<f64> {
     status_field_kib(&status, field).map(|kib| kib / 1024.0)
 }
 
+/// CPU seconds (user + system) of the processes in one step: the server under test (`centrex up`
+/// or, for the reference, the sipp server), its sipp peer (the callee), and the sipp callers the
+/// bench has reaped (they are children of this process, so the kernel adds them up for it).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuUse {
+    pub server: f64,
+    pub peer: f64,
+    pub callers: f64,
+}
+
+impl CpuUse {
+    /// The figures now; `None` when the server is gone.
+    pub fn sample(server: u32, peer: Option<u32>) -> Option<Self> {
+        let own = std::fs::read_to_string("/proc/self/stat").ok()?;
+        Some(Self {
+            server: cpu_seconds(server)?,
+            peer: peer.and_then(cpu_seconds).unwrap_or(0.0),
+            // cutime and cstime: children that ended and were waited for.
+            callers: stat_seconds(&own, 16)?,
+        })
+    }
+
+    /// What was used between `before` and `self`.
+    pub fn since(self, before: Self) -> Self {
+        Self {
+            server: self.server - before.server,
+            peer: self.peer - before.peer,
+            callers: self.callers - before.callers,
+        }
+    }
+}
+
+/// CPU seconds (user + system) process `pid` has used so far.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    stat_seconds(
+        &std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?,
+        14,
+    )
+}
+
+/// The sum of the two clock-tick fields `first` and `first + 1` (1-based, as proc(5) numbers
+/// them: 14 utime + stime, 16 cutime + cstime) of a /proc/<pid>/stat line, in seconds.
+fn stat_seconds(stat: &str, first: usize) -> Option<f64> {
+    // USER_HZ, which /proc counts in: 100 on every Linux this bench runs on.
+    const TICKS_PER_SECOND: f64 = 100.0;
+    // Fields count from 1; the command name (field 2) is in parentheses and may hold spaces,
+    // so count from the state (field 3) after its closing parenthesis.
+    let mut fields = stat
+        .get(stat.rfind(')')? + 1..)?
+        .split_whitespace()
+        .skip(first - 3);
+    let a: u64 = fields.next()?.parse().ok()?;
+    let b: u64 = fields.next()?.parse().ok()?;
+    Some((a + b) as f64 / TICKS_PER_SECOND)
+}
+
 /// A `Name:   1234 kB` field of /proc/<pid>/status, in KiB.
 fn status_field_kib(status: &str, field: &str) -> Option<f64> {
     status
