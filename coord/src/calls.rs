@@ -7,9 +7,11 @@
 //!   live under the holder's lease: an instance that dies takes its slots with it when the lease
 //!   expires, so a count never leaks.
 //! - **Calls per second** is a one-key window, `"<unix second> <count>"`, incremented by
-//!   compare-and-swap and reset when the second changes.
+//!   compare-and-swap and reset when the second changes. Instances take from it in chunks and
+//!   spend them locally ([`RateWindows`]), so a busy tenant's window is not a hot spot.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::store::{CasOutcome, LeaseId, Store, StoreError};
@@ -20,6 +22,10 @@ const PROBES: usize = 4;
 const ROUNDS: usize = 4;
 /// Compare-and-swap attempts on a rate window before giving up under contention.
 const RATE_ATTEMPTS: usize = 16;
+/// A rate window is handed out in chunks of its limit divided by this (see [`RateWindows`]): at
+/// most this many compare-and-swaps per second per instance on a busy window, and at most this
+/// share of the limit left unspent by an instance when the second turns.
+const RATE_CHUNK_DIVISOR: u32 = 32;
 /// Longest random pause (ms) after losing a compare-and-swap race on a rate window.
 const RATE_BACKOFF_MS: usize = 5;
 
@@ -79,16 +85,77 @@ pub async fn held(store: &dyn Store, prefix: &str) -> Result<usize, StoreError> 
     Ok(store.list(prefix).await?.0.len())
 }
 
-/// Counts one call in the calls-per-second window at `key` for second `now`; `false` when
-/// `per_second` calls were already counted in that second. The window lives under `lease`, so a
-/// window whose writer died just starts again.
-pub async fn admit_rate(
+/// This instance's side of the calls-per-second windows. Tokens are taken from the shared window
+/// in chunks (1/[`RATE_CHUNK_DIVISOR`] of the limit, at least one) and spent here, so a busy
+/// window costs one compare-and-swap per chunk instead of one per call, and this instance's own
+/// callers queue for the window instead of racing each other for it. The cluster-wide bound holds:
+/// no more than the limit is ever taken from a window in one second; what an instance took and did
+/// not spend lapses with the second. A window found full is remembered until the second turns.
+#[derive(Debug, Default)]
+pub struct RateWindows {
+    windows: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Tokens>>>>,
+}
+
+/// The tokens this instance holds of one window.
+#[derive(Debug, Default)]
+struct Tokens {
+    second: u64,
+    left: u32,
+    /// The shared window had nothing left for this second.
+    full: bool,
+}
+
+impl RateWindows {
+    /// Counts one call in the window at `key` for second `now`; `false` when `per_second` calls
+    /// were already counted in that second. The window lives under `lease`, so a window whose
+    /// writer died just starts again.
+    pub async fn admit(
+        &self,
+        store: &dyn Store,
+        key: &str,
+        per_second: u32,
+        now: u64,
+        lease: LeaseId,
+    ) -> Result<bool, StoreError> {
+        let window = self
+            .windows
+            .lock()
+            .expect("rate windows lock")
+            .entry(key.to_string())
+            .or_default()
+            .clone();
+        let mut tokens = window.lock().await;
+        // A caller that read the clock before waiting here counts in the newer second.
+        let now = now.max(tokens.second);
+        if tokens.second != now {
+            *tokens = Tokens {
+                second: now,
+                ..Tokens::default()
+            };
+        }
+        if tokens.left == 0 && !tokens.full {
+            let chunk = per_second.div_ceil(RATE_CHUNK_DIVISOR).max(1);
+            tokens.left = take_rate(store, key, per_second, chunk, now, lease).await?;
+            tokens.full = tokens.left == 0;
+        }
+        if tokens.left == 0 {
+            return Ok(false);
+        }
+        tokens.left -= 1;
+        Ok(true)
+    }
+}
+
+/// Takes up to `chunk` calls from the window at `key` for second `now` (at most what is left of
+/// `per_second`); how many it got, 0 when the window is full.
+async fn take_rate(
     store: &dyn Store,
     key: &str,
     per_second: u32,
+    chunk: u32,
     now: u64,
     lease: LeaseId,
-) -> Result<bool, StoreError> {
+) -> Result<u32, StoreError> {
     for _ in 0..RATE_ATTEMPTS {
         let current = store.get(key).await?;
         let count = current
@@ -96,16 +163,17 @@ pub async fn admit_rate(
             .and_then(|kv| parse_window(&kv.value))
             .filter(|(second, _)| *second == now)
             .map_or(0, |(_, count)| count);
-        if count >= per_second {
-            return Ok(false);
+        let granted = chunk.min(per_second.saturating_sub(count));
+        if granted == 0 {
+            return Ok(0);
         }
         let expected = current.map_or(0, |kv| kv.mod_revision);
-        let next = format!("{now} {}", count + 1).into_bytes();
+        let next = format!("{now} {}", count + granted).into_bytes();
         match store
             .compare_and_swap(key, expected, Some(next), Some(lease))
             .await?
         {
-            CasOutcome::Written(_) => return Ok(true),
+            CasOutcome::Written(_) => return Ok(granted),
             // Another writer got in first: wait a random moment so the racers spread out.
             CasOutcome::Conflict(_) => {
                 let pause = Duration::from_millis(random_below(RATE_BACKOFF_MS) as u64);
@@ -226,11 +294,48 @@ mod tests {
     async fn the_rate_window_admits_its_limit_per_second_then_starts_again() {
         let store = MemoryStore::new();
         let lease = lease(&store).await;
+        let windows = RateWindows::default();
         for _ in 0..3 {
-            assert!(admit_rate(&store, "/r", 3, 100, lease).await.unwrap());
+            assert!(windows.admit(&store, "/r", 3, 100, lease).await.unwrap());
         }
-        assert!(!admit_rate(&store, "/r", 3, 100, lease).await.unwrap());
-        assert!(admit_rate(&store, "/r", 3, 101, lease).await.unwrap());
+        assert!(!windows.admit(&store, "/r", 3, 100, lease).await.unwrap());
+        assert!(windows.admit(&store, "/r", 3, 101, lease).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_busy_window_is_taken_in_chunks_and_a_full_one_is_not_asked_again() {
+        let store = MemoryStore::new();
+        let lease = lease(&store).await;
+        let windows = RateWindows::default();
+        let count = || async { parse_window(&store.get("/r").await.unwrap().unwrap().value) };
+        // 64 per second: chunks of 2.
+        assert!(windows.admit(&store, "/r", 64, 100, lease).await.unwrap());
+        assert_eq!(count().await, Some((100, 2)));
+        assert!(windows.admit(&store, "/r", 64, 100, lease).await.unwrap());
+        assert_eq!(
+            count().await,
+            Some((100, 2)),
+            "the second call spent the chunk"
+        );
+        assert!(windows.admit(&store, "/r", 64, 100, lease).await.unwrap());
+        assert_eq!(count().await, Some((100, 4)));
+        // Another instance fills the window; this one finds it full once, then stops asking.
+        let other = RateWindows::default();
+        while other.admit(&store, "/r", 64, 100, lease).await.unwrap() {}
+        assert_eq!(count().await, Some((100, 64)));
+        assert!(
+            windows.admit(&store, "/r", 64, 100, lease).await.unwrap(),
+            "its own token"
+        );
+        let revision = store.get("/r").await.unwrap().unwrap().mod_revision;
+        for _ in 0..3 {
+            assert!(!windows.admit(&store, "/r", 64, 100, lease).await.unwrap());
+        }
+        assert_eq!(
+            store.get("/r").await.unwrap().unwrap().mod_revision,
+            revision
+        );
+        assert!(windows.admit(&store, "/r", 64, 101, lease).await.unwrap());
     }
 
     #[test]

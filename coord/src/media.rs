@@ -73,16 +73,42 @@ impl MediaNodeRegistration {
     }
 }
 
-/// The node a new session should go to: not draining, not full, least loaded (ties: node id).
-pub fn least_loaded(nodes: &[MediaNodeRegistration]) -> Option<&MediaNodeRegistration> {
-    nodes
+/// The node a new session should go to: of two nodes drawn at random among those neither draining
+/// nor full, the less loaded (ties: the first drawn). Two random choices rather than the least
+/// loaded of all because the load figures are seconds old: every instance sending each new call to
+/// the one node that looked least loaded would herd a burst onto it until its next report.
+pub fn choose_node(nodes: &[MediaNodeRegistration]) -> Option<&MediaNodeRegistration> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).expect("the OS random source is available");
+    let draw = |half: &[u8]| u64::from_le_bytes(half.try_into().expect("8 bytes"));
+    choose_node_with(nodes, [draw(&bytes[..8]), draw(&bytes[8..])])
+}
+
+/// [`choose_node`] with its two random draws given.
+fn choose_node_with(
+    nodes: &[MediaNodeRegistration],
+    draws: [u64; 2],
+) -> Option<&MediaNodeRegistration> {
+    let open: Vec<&MediaNodeRegistration> = nodes
         .iter()
         .filter(|n| !n.draining && n.active_sessions < n.capacity)
-        .min_by(|a, b| {
-            a.load()
-                .total_cmp(&b.load())
-                .then_with(|| a.node_id.cmp(&b.node_id))
-        })
+        .collect();
+    let count = open.len() as u64;
+    let first = *open.get((draws[0] % count.max(1)) as usize)?;
+    if count == 1 {
+        return Some(first);
+    }
+    // The second draw skips the first node, so the two are always different.
+    let mut second = (draws[1] % (count - 1)) as usize;
+    if second >= (draws[0] % count) as usize {
+        second += 1;
+    }
+    let second = open[second];
+    Some(if second.load() < first.load() {
+        second
+    } else {
+        first
+    })
 }
 
 #[cfg(test)]
@@ -105,25 +131,58 @@ mod tests {
         }
     }
 
+    fn chosen(nodes: &[MediaNodeRegistration], draws: [u64; 2]) -> Option<&str> {
+        choose_node_with(nodes, draws).map(|n| n.node_id.as_str())
+    }
+
     #[test]
-    fn the_least_loaded_node_that_is_not_draining_or_full_wins() {
+    fn of_two_open_nodes_the_less_loaded_always_wins() {
         let nodes = [
             node("a", 50, 100, false),
             node("b", 10, 100, true),
             node("c", 30, 100, false),
             node("d", 5, 5, false),
         ];
-        assert_eq!(least_loaded(&nodes).map(|n| n.node_id.as_str()), Some("c"));
+        for draws in [[0, 0], [1, 0], [7, 3], [u64::MAX, u64::MAX]] {
+            assert_eq!(chosen(&nodes, draws), Some("c"), "{draws:?}");
+        }
+        assert_eq!(choose_node(&nodes).map(|n| n.node_id.as_str()), Some("c"));
     }
 
     #[test]
     fn load_is_relative_to_capacity() {
         let nodes = [node("small", 10, 20, false), node("big", 30, 1000, false)];
-        assert_eq!(
-            least_loaded(&nodes).map(|n| n.node_id.as_str()),
-            Some("big")
-        );
-        assert!(least_loaded(&[node("x", 0, 0, false)]).is_none());
+        assert_eq!(chosen(&nodes, [0, 0]), Some("big"));
+        assert_eq!(chosen(&nodes, [1, 0]), Some("big"));
+        assert_eq!(chosen(&[node("x", 0, 0, false)], [0, 0]), None);
+        assert_eq!(chosen(&[], [3, 4]), None);
+    }
+
+    #[test]
+    fn the_less_loaded_of_the_two_drawn_wins_and_equal_nodes_share_the_calls() {
+        let nodes = [
+            node("a", 10, 100, false),
+            node("b", 20, 100, false),
+            node("c", 30, 100, false),
+        ];
+        // Drawn a and c, c and b, b and c.
+        assert_eq!(chosen(&nodes, [0, 1]), Some("a"));
+        assert_eq!(chosen(&nodes, [2, 1]), Some("b"));
+        assert_eq!(chosen(&nodes, [1, 1]), Some("b"));
+        // Equal figures (a burst between two reports): every node gets its share.
+        let equal = [
+            node("a", 0, 100, false),
+            node("b", 0, 100, false),
+            node("c", 0, 100, false),
+        ];
+        let mut counts = std::collections::HashMap::new();
+        for first in 0..3 {
+            for second in 0..2 {
+                *counts.entry(chosen(&equal, [first, second])).or_insert(0) += 1;
+            }
+        }
+        assert_eq!(counts.len(), 3);
+        assert!(counts.values().all(|&n| n == 2), "{counts:?}");
     }
 
     #[test]

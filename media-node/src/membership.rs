@@ -1,5 +1,5 @@
 //! Cluster membership: the node's registration in the coordination store, under a lease, with
-//! its live load, so signalling can pick the least loaded node and the operator can scale and
+//! its live load, so signalling can pick a lightly loaded node and the operator can scale and
 //! drain the pool. Refreshed every few seconds; granted anew when the lease was lost (the store
 //! was down longer than the TTL); revoked when the node stops, so it disappears at once.
 

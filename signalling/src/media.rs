@@ -1,14 +1,15 @@
-//! Anchoring a call's audio on a media node: pick the least-loaded node of the tenant's pool from
-//! the store, allocate a two-leg relay session over gRPC (with a deadline, trying the next node
-//! when one is full or draining), point legs at the parties, release the session.
+//! Anchoring a call's audio on a media node: pick a lightly loaded node of the tenant's pool (the
+//! less loaded of two drawn at random) from the registrations in the store, as watched; allocate a
+//! two-leg relay session over gRPC (with a deadline, trying the next node when one is full or
+//! draining), point legs at the parties, release the session.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use centrex_coord::media::{MediaNodeRegistration, least_loaded};
-use centrex_coord::{Store, StoreError, keys};
+use centrex_coord::media::{MediaNodeRegistration, choose_node};
+use centrex_coord::{KeyValue, Store, StoreError, keys};
 use centrex_proto::media::media_control_client::MediaControlClient;
 use centrex_proto::media::media_control_server::MediaControl;
 use centrex_proto::media::{
@@ -71,6 +72,68 @@ const PROBE_MISSES: u32 = 3;
 /// Media nodes found unreachable before their registration expired (by registration key): no
 /// new session goes there.
 pub type Unreachable = Arc<Mutex<HashSet<String>>>;
+
+/// The media nodes' registrations as the store's watch last showed them (kept up to date by
+/// `B2bua::follow_media_nodes`), so that anchoring a call does not read the store. It answers
+/// only while that watch runs; before the first listing and whenever the watch is down,
+/// [`MediaPool::nodes`] reads the store instead.
+#[derive(Clone, Default)]
+pub struct NodeDirectory(Arc<Mutex<Directory>>);
+
+#[derive(Default)]
+struct Directory {
+    live: bool,
+    nodes: BTreeMap<String, MediaNodeRegistration>,
+}
+
+impl NodeDirectory {
+    /// Everything registered, from a listing the watch follows on from: live from now.
+    pub fn replace(&self, listed: &[KeyValue]) {
+        let mut directory = self.lock();
+        directory.nodes = listed.iter().filter_map(registration).collect();
+        directory.live = true;
+    }
+
+    /// A registration written (new, or its figures refreshed).
+    pub fn put(&self, kv: &KeyValue) {
+        let mut directory = self.lock();
+        match registration(kv) {
+            Some((key, node)) => directory.nodes.insert(key, node),
+            // Unreadable: better no entry than a stale one.
+            None => directory.nodes.remove(&kv.key),
+        };
+    }
+
+    pub fn delete(&self, key: &str) {
+        self.lock().nodes.remove(key);
+    }
+
+    /// The watch is down: the store must be read until the next listing.
+    pub fn lost(&self) {
+        self.lock().live = false;
+    }
+
+    /// The registrations under `prefix`, or `None` while the directory is not live.
+    fn under(&self, prefix: &str) -> Option<Vec<MediaNodeRegistration>> {
+        let directory = self.lock();
+        directory.live.then(|| {
+            directory
+                .nodes
+                .range(prefix.to_string()..)
+                .take_while(|(key, _)| key.starts_with(prefix))
+                .map(|(_, node)| node.clone())
+                .collect()
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Directory> {
+        self.0.lock().expect("node directory lock")
+    }
+}
+
+fn registration(kv: &KeyValue) -> Option<(String, MediaNodeRegistration)> {
+    Some((kv.key.clone(), serde_json::from_slice(&kv.value).ok()?))
+}
 
 /// Resolves once the media node whose MediaControl service is at `grpc` stops answering: its
 /// stats stream broke or stalled and [`PROBE_MISSES`] attempts in a row got nothing from it. A
@@ -201,6 +264,7 @@ pub struct MediaPool {
     pool: String,
     channels: Arc<Mutex<HashMap<SocketAddr, Channel>>>,
     unreachable: Unreachable,
+    directory: NodeDirectory,
     in_process: Option<InProcessNode>,
 }
 
@@ -213,8 +277,15 @@ impl MediaPool {
             pool: pool.into(),
             channels: Arc::default(),
             unreachable: Arc::default(),
+            directory: NodeDirectory::default(),
             in_process: None,
         }
+    }
+
+    /// Reads the registrations from `directory` while it is live rather than from the store.
+    pub fn with_directory(mut self, directory: NodeDirectory) -> Self {
+        self.directory = directory;
+        self
     }
 
     /// Calls `node` directly rather than over gRPC (local mode's media node).
@@ -231,19 +302,22 @@ impl MediaPool {
 
     /// The nodes registered now.
     pub async fn nodes(&self) -> Result<Vec<MediaNodeRegistration>, StoreError> {
-        let (items, _) = self
-            .store
-            .list(&keys::media_nodes(&self.namespace, &self.pool))
-            .await?;
+        let prefix = keys::media_nodes(&self.namespace, &self.pool);
+        if let Some(nodes) = self.directory.under(&prefix) {
+            return Ok(nodes);
+        }
+        let (items, _) = self.store.list(&prefix).await?;
         Ok(items
             .iter()
-            .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
+            .filter_map(registration)
+            .map(|(_, node)| node)
             .collect())
     }
 
     /// Allocates session `session_id` (idempotent: a retry returns the same session) on the
-    /// least-loaded node, trying others when a node is full, draining or unreachable. With
-    /// `rtcp_mux` (the caller offered it) each leg binds one port instead of an RTP/RTCP pair.
+    /// less loaded of two random open nodes, trying others when a node is full, draining or
+    /// unreachable. With `rtcp_mux` (the caller offered it) each leg binds one port instead of an
+    /// RTP/RTCP pair.
     pub async fn anchor(
         &self,
         session_id: &str,
@@ -274,7 +348,7 @@ impl MediaPool {
         }
         let mut last = None;
         for _ in 0..ATTEMPTS {
-            let Some(node) = least_loaded(&nodes).cloned() else {
+            let Some(node) = choose_node(&nodes).cloned() else {
                 break;
             };
             nodes.retain(|n| n.node_id != node.node_id);
@@ -475,4 +549,75 @@ fn with_deadline<T>(message: T) -> Request<T> {
     let mut request = Request::new(message);
     request.set_timeout(DEADLINE);
     request
+}
+
+#[cfg(test)]
+mod tests {
+    use centrex_coord::media::PortRange;
+
+    use super::*;
+
+    fn registered(namespace: &str, pool: &str, node: &str, sessions: u32) -> KeyValue {
+        let registration = MediaNodeRegistration {
+            node_id: node.into(),
+            address: "127.0.0.1".parse().unwrap(),
+            grpc_address: "127.0.0.1:9000".parse().unwrap(),
+            rtp_ports: PortRange {
+                min: 20_000,
+                max: 20_999,
+            },
+            capacity: 100,
+            active_sessions: sessions,
+            packets_per_second: 0.0,
+            draining: false,
+        };
+        KeyValue {
+            key: keys::media_node(namespace, pool, node),
+            value: serde_json::to_vec(&registration).unwrap(),
+            create_revision: 1,
+            mod_revision: 1,
+            lease: None,
+        }
+    }
+
+    fn sessions(nodes: Option<Vec<MediaNodeRegistration>>) -> Option<Vec<(String, u32)>> {
+        nodes.map(|n| {
+            n.into_iter()
+                .map(|n| (n.node_id, n.active_sessions))
+                .collect()
+        })
+    }
+
+    #[test]
+    fn the_directory_answers_for_one_pool_only_while_its_watch_runs() {
+        let directory = NodeDirectory::default();
+        let pool = keys::media_nodes("default", "main");
+        assert_eq!(
+            directory.under(&pool).map(|n| n.len()),
+            None,
+            "not listed yet"
+        );
+        directory.replace(&[
+            registered("default", "main", "a", 1),
+            registered("default", "main-2", "x", 0),
+            registered("other", "main", "y", 0),
+        ]);
+        assert_eq!(
+            sessions(directory.under(&pool)),
+            Some(vec![("a".into(), 1)])
+        );
+        directory.put(&registered("default", "main", "b", 0));
+        directory.put(&registered("default", "main", "a", 7));
+        assert_eq!(
+            sessions(directory.under(&pool)),
+            Some(vec![("a".into(), 7), ("b".into(), 0)])
+        );
+        directory.delete(&keys::media_node("default", "main", "a"));
+        let mut garbled = registered("default", "main", "b", 0);
+        garbled.value = b"{".to_vec();
+        directory.put(&garbled);
+        assert_eq!(sessions(directory.under(&pool)), Some(vec![]));
+        directory.lost();
+        assert_eq!(sessions(directory.under(&pool)), None, "the store is read");
+    }
 }

@@ -1,5 +1,5 @@
 //! Anchoring media on real media nodes (in-process, on 127.0.0.1, registered in an in-memory
-//! store): allocation on the least-loaded node, moving on when a node is full, pointing legs,
+//! store): allocation on a lightly loaded node, moving on when a node is full, pointing legs,
 //! releasing — and RTP actually relayed between the two parties.
 
 use std::net::SocketAddr;

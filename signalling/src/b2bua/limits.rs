@@ -7,7 +7,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use centrex_coord::calls::{self, Slot};
+use centrex_coord::calls::{self, RateWindows, Slot};
 use centrex_coord::lease::KeptLease;
 use centrex_coord::snapshot::{TenantSnapshot, TrunkSnapshot, UserEntry};
 use centrex_coord::{Store, StoreError, keys};
@@ -96,11 +96,16 @@ impl Held {
 pub struct Limits {
     store: Arc<dyn Store>,
     lease: Arc<KeptLease>,
+    rates: RateWindows,
 }
 
 impl Limits {
     pub fn new(store: Arc<dyn Store>, lease: Arc<KeptLease>) -> Self {
-        Self { store, lease }
+        Self {
+            store,
+            lease,
+            rates: RateWindows::default(),
+        }
     }
 
     /// Admits a new call of `tenant`: its calls-per-second window, its concurrent calls and,
@@ -115,7 +120,7 @@ impl Limits {
         let store = self.store.as_ref();
         let rate = keys::tenant_rate(&tenant.domain);
         let per_second = tenant.limits.calls_per_second;
-        if !within(calls::admit_rate(store, &rate, per_second, now(), lease)).await? {
+        if !within(self.rates.admit(store, &rate, per_second, now(), lease)).await? {
             return Err(Refusal::TenantRate);
         }
         let mut held = Held::default();
@@ -188,13 +193,10 @@ impl Limits {
         let store = self.store.as_ref();
         let (namespace, name) = (&trunk.source.namespace, &trunk.source.name);
         let rate = keys::trunk_rate(namespace, name);
-        if !within(calls::admit_rate(
-            store,
-            &rate,
-            trunk.calls_per_second,
-            now(),
-            lease,
-        ))
+        if !within(
+            self.rates
+                .admit(store, &rate, trunk.calls_per_second, now(), lease),
+        )
         .await?
         {
             return Err(Refusal::TrunkRate);

@@ -33,7 +33,7 @@ use crate::cdr::{Direction, LogSink, RecordSink};
 use crate::cluster::handoff::Handoff;
 use crate::cluster::presence;
 use crate::directory::Directory;
-use crate::media::{InProcessNode, MediaPool, Unreachable, until_unreachable};
+use crate::media::{InProcessNode, MediaPool, NodeDirectory, Unreachable, until_unreachable};
 use crate::routing::numbers::NumberPlan;
 use crate::routing::target::{self, Target};
 use crate::sip::{HeaderName, Request, Response, ResponseBuilder, StatusCode, Uri};
@@ -100,6 +100,8 @@ pub struct B2bua {
     pools: Mutex<HashMap<(String, String), MediaPool>>,
     /// Media nodes found unreachable while still registered.
     unreachable: Unreachable,
+    /// The media nodes' registrations, as `follow_media_nodes` watches them.
+    media_nodes: NodeDirectory,
     /// A media node running in this process (local mode), called without gRPC.
     in_process_media: Option<InProcessNode>,
 }
@@ -128,6 +130,7 @@ impl B2bua {
             starting: Mutex::default(),
             pools: Mutex::default(),
             unreachable: Unreachable::default(),
+            media_nodes: NodeDirectory::default(),
             in_process_media: None,
         }
     }
@@ -545,21 +548,25 @@ impl B2bua {
         let mut probes = NodeProbes::default();
         loop {
             // Nodes that went while nobody watched (before, or between two watches).
-            if let Ok((nodes, _)) = self.store.list(&prefix).await {
-                let live: HashSet<&str> = nodes.iter().map(|kv| kv.key.as_str()).collect();
-                probes.keep_only(&live);
-                for kv in &nodes {
-                    self.probe(&mut probes, kv);
-                }
-                self.move_calls_off(|key| !live.contains(key)).await;
-            }
-            let Ok(mut events) = self.store.watch(&prefix, 0).await else {
+            let Ok((nodes, revision)) = self.store.list(&prefix).await else {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             };
+            let live: HashSet<&str> = nodes.iter().map(|kv| kv.key.as_str()).collect();
+            probes.keep_only(&live);
+            for kv in &nodes {
+                self.probe(&mut probes, kv);
+            }
+            self.move_calls_off(|key| !live.contains(key)).await;
+            let Ok(mut events) = self.store.watch(&prefix, revision + 1).await else {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            };
+            self.media_nodes.replace(&nodes);
             while let Some(event) = futures::StreamExt::next(&mut events).await {
                 match event {
                     Ok(centrex_coord::WatchEvent::Delete { key, .. }) => {
+                        self.media_nodes.delete(&key);
                         probes.forget(&key);
                         self.unreachable
                             .lock()
@@ -568,13 +575,17 @@ impl B2bua {
                         tracing::info!(node = key, "media node gone: moving its calls");
                         self.move_calls_off(|node| node == key).await;
                     }
-                    Ok(centrex_coord::WatchEvent::Put(kv)) => self.probe(&mut probes, &kv),
+                    Ok(centrex_coord::WatchEvent::Put(kv)) => {
+                        self.media_nodes.put(&kv);
+                        self.probe(&mut probes, &kv);
+                    }
                     Err(error) => {
                         tracing::warn!(%error, "watch of media nodes ended");
                         break;
                     }
                 }
             }
+            self.media_nodes.lost();
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
@@ -727,6 +738,7 @@ impl B2bua {
             .or_insert_with(|| {
                 MediaPool::new(self.store.clone(), namespace, name)
                     .with_unreachable(self.unreachable.clone())
+                    .with_directory(self.media_nodes.clone())
                     .with_in_process(self.in_process_media.clone())
             })
             .clone()
