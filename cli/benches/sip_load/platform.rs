@@ -415,12 +415,35 @@ pub mod checks {
     /// Every check, by name.
     pub const ALL: &[(&str, fn())] = crate::named![
         status_fields_are_read_in_kib,
+        cpu_times_are_read_past_a_command_name_with_spaces,
         socket_drops_are_read_for_the_loopback_port,
         metrics_are_summed_over_their_labels,
         generated_manifests_give_every_user_a_secret_key_of_eight_characters_or_more,
         the_injection_file_carries_each_users_authentication,
         log_warnings_are_counted_without_fields_or_colours,
     ];
+
+    fn cpu_times_are_read_past_a_command_name_with_spaces() {
+        // pid (comm) state ppid … utime(14) stime(15) cutime(16) cstime(17) …
+        let stat = "4242 (tokio rt) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 50 7 3 20 0 4 0";
+        assert_eq!(stat_seconds(stat, 14), Some(3.0));
+        assert_eq!(stat_seconds(stat, 16), Some(0.1));
+        assert_eq!(stat_seconds("4242 (x) S 1", 14), None);
+        let (before, after) = (
+            CpuUse {
+                server: 1.0,
+                peer: 0.5,
+                callers: 2.0,
+            },
+            CpuUse {
+                server: 3.5,
+                peer: 0.5,
+                callers: 2.25,
+            },
+        );
+        let used = after.since(before);
+        assert_eq!((used.server, used.peer, used.callers), (2.5, 0.0, 0.25));
+    }
 
     fn status_fields_are_read_in_kib() {
         let status = "Name:\tcentrex\nVmHWM:\t  204800 kB\nVmRSS:\t  102400 kB\n";
