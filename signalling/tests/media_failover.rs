@@ -44,8 +44,8 @@ async fn sessions(grpc: std::net::SocketAddr) -> u32 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_moves_to_another_media_node_when_its_node_goes() {
     let platform = Platform::start().await;
-    // The platform's node (ports 31000–31999) carries the call; a second one waits.
-    let (spare, _spare) = media_node(&platform.store, "media-1", "32000-32999").await;
+    // The platform's node (ports 31000–31999) carries the call; a second one then joins and
+    // waits (joining only now: a new call may go to either of two idle nodes).
     let callee = Phone::register(platform.sip, "101", Behaviour::Answer).await;
     let caller = Dialer::new(platform.sip, "100").await;
     let call = caller.call("101").await;
@@ -53,6 +53,7 @@ async fn a_call_moves_to_another_media_node_when_its_node_goes() {
     caller.ack(&call).await;
     assert!((31000..32000).contains(&audio_port(&call.response)));
     let first_offer = callee.invite().await;
+    let (spare, _spare) = media_node(&platform.store, "media-1", "32000-32999").await;
 
     // The node stops (SIGTERM, drain timeout passed) with the call still on it.
     drop(platform.media);
