@@ -18,6 +18,9 @@ use crate::store::{CasOutcome, LeaseId, Store, StoreError};
 
 /// Random slots tried before listing what is taken: cheap while a counter is far from full.
 const PROBES: usize = 4;
+/// Counters this small (a user's few calls) get one probe before the listing: when such a counter
+/// is busy it is often nearly full, where blind probes mostly miss and each miss is a round trip.
+const SMALL_COUNTER: u32 = 16;
 /// Attempts on a listed free slot before giving up under contention.
 const ROUNDS: usize = 4;
 /// Compare-and-swap attempts on a rate window before giving up under contention.
@@ -47,7 +50,8 @@ pub async fn acquire(
     if limit == 0 {
         return Ok(None);
     }
-    for _ in 0..PROBES {
+    let probes = if limit <= SMALL_COUNTER { 1 } else { PROBES };
+    for _ in 0..probes {
         let index = random_below(limit as usize) as u32;
         if let Some(slot) = try_slot(store, prefix, index, holder, lease).await? {
             return Ok(Some(slot));
