@@ -4,6 +4,7 @@
 //!
 //! - [`relay`]: worker threads, sockets, batching (the hot path).
 //! - [`node`]: sessions, ports, drain and figures (the control plane), served by [`control`].
+//! - [`sockets`]: media sockets kept bound between sessions.
 //! - [`membership`]: the leased registration; [`drain_request`]: the operator's request to drain
 //!   before a scale-down; [`http`]: metrics and probes.
 //! - [`run()`] / [`run_with_store`] / [`MediaNode`]: wiring, for the `centrex` binary and tests.
@@ -21,6 +22,7 @@ pub mod ports;
 pub mod relay;
 mod run;
 pub mod session;
+pub mod sockets;
 
 pub use args::{DrainArgs, MediaNodeAction, MediaNodeArgs};
 pub use config::{Config, ConfigError, PortRange};

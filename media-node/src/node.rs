@@ -3,7 +3,6 @@
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Instant, SystemTime};
 
@@ -14,12 +13,13 @@ use crate::drain::{Drain, DrainState};
 use crate::metrics::{EndReason, Metrics};
 use crate::ports::{PortAllocator, PortPair};
 use crate::relay::{
-    Backend, LegChange, LegSetup, LegStats, Relay, RelayError, RtcpSocket, WorkerSettings,
+    Backend, LegChange, LegSetup, LegStats, Relay, RelayError, Released, RtcpSocket, WorkerSettings,
 };
 use crate::session::{
     LegId, LegRecord, LegUpdate, LegView, SessionId, SessionRecord, SessionRequest, SessionTable,
     SessionView,
 };
+use crate::sockets::{self, SocketPool};
 
 /// Why a control request failed.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +75,8 @@ struct Rate {
 pub struct Node {
     config: Config,
     table: Mutex<SessionTable>,
+    /// Locked after the table when both are.
+    sockets: Mutex<SocketPool>,
     relay: Relay,
     metrics: Arc<Metrics>,
     drain: DrainState,
@@ -92,15 +94,16 @@ impl Node {
             backend: config.relay_backend,
         };
         let relay = Relay::start(config.workers, settings, metrics.relay.clone())?;
-        let table = SessionTable::new(
-            config.max_sessions as usize,
-            relay.workers(),
-            PortAllocator::new(config.rtp_ports),
-        );
+        let ports = PortAllocator::new(config.rtp_ports);
+        let resting =
+            sockets::resting_limit(2 * ports.capacity(), 4 * config.max_sessions as usize);
+        let pool = SocketPool::new(config.bind, config.socket_receive_buffer, resting);
+        let table = SessionTable::new(config.max_sessions as usize, relay.workers(), ports);
         Ok(Self {
             drain: DrainState::new(config.drain_timeout),
             config,
             table: Mutex::new(table),
+            sockets: Mutex::new(pool),
             relay,
             metrics,
             active: watch::Sender::new(0),
@@ -125,6 +128,10 @@ impl Node {
     fn table(&self) -> MutexGuard<'_, SessionTable> {
         // Every table update completes before anything can panic, so a poisoned table is sound.
         self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn sockets(&self) -> MutexGuard<'_, SocketPool> {
+        self.sockets.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn sessions_changed(&self, count: usize) {
@@ -152,7 +159,7 @@ impl Node {
             b = record.legs[1].ports.rtp,
             "session created"
         );
-        self.view(request.id, &record).await
+        Ok(self.view_with(request.id, &record, Default::default()))
     }
 
     /// Finds the session of `request`, or admits it: capacity, ports, sockets, table entry.
@@ -241,21 +248,32 @@ impl Node {
     }
 
     fn bind(&self, port: u16) -> Result<UdpSocket, NodeError> {
-        let address = SocketAddr::new(self.config.bind, port);
-        let socket = UdpSocket::bind(address)
-            .and_then(|socket| {
-                socket.set_nonblocking(true)?;
-                crate::relay::set_receive_buffer(
-                    socket.as_raw_fd(),
-                    self.config.socket_receive_buffer,
-                )?;
-                Ok(socket)
-            })
-            .map_err(|source| NodeError::Bind { address, source })?;
-        Ok(socket)
+        self.sockets().take(port).map_err(|source| NodeError::Bind {
+            address: SocketAddr::new(self.config.bind, port),
+            source,
+        })
     }
 
-    /// Takes a session out of the table and frees its ports (its sockets are closed already).
+    /// Frees a session's ports once the data plane has let it go, keeping its sockets for the
+    /// ports' next sessions; the session's last figures.
+    fn release(&self, record: &SessionRecord, released: Option<Released>) -> [LegStats; 2] {
+        let mut table = self.table();
+        let Some(released) = released else {
+            table.release(record);
+            self.sessions_changed(table.len());
+            return Default::default();
+        };
+        let mut sockets = self.sockets();
+        for socket in released.sockets {
+            sockets.put(socket);
+        }
+        drop(sockets);
+        table.release(record);
+        self.sessions_changed(table.len());
+        released.legs
+    }
+
+    /// Takes a session out of the table and frees its ports (the data plane never had it).
     fn forget(&self, id: &SessionId) -> Option<SessionRecord> {
         let mut table = self.table();
         let record = table.remove(id)?;
@@ -289,15 +307,13 @@ impl Node {
             };
             (record, change)
         };
-        let found = self
+        let stats = self
             .relay
             .update(record.worker, record.key, update.leg.index(), change)
-            .await?;
-        if !found {
-            return Err(NodeError::NotFound(update.id));
-        }
+            .await?
+            .ok_or_else(|| NodeError::NotFound(update.id.clone()))?;
         tracing::debug!(session = %update.id, leg = update.leg.as_str(), remote = ?update.remote, rtcp_mux = update.rtcp_mux, "leg updated");
-        self.view(update.id, &record).await
+        Ok(self.view_with(update.id, &record, stats))
     }
 
     /// Ends a session; its last figures, or `None` when it did not exist.
@@ -305,13 +321,15 @@ impl Node {
         let Some(record) = self.table().remove(id) else {
             return Ok(None);
         };
-        let stats = self.relay.remove(record.worker, record.key).await;
-        // The ports come back only once the worker has closed their sockets.
-        let mut table = self.table();
-        table.release(&record);
-        self.sessions_changed(table.len());
-        drop(table);
-        let stats = stats?.unwrap_or_default();
+        // The ports come back only once the worker has let their sockets go.
+        let released = self.relay.remove(record.worker, record.key).await;
+        let stats = match released {
+            Ok(released) => self.release(&record, released),
+            Err(error) => {
+                self.release(&record, None);
+                return Err(error.into());
+            }
+        };
         self.metrics.session_ended(EndReason::Deleted);
         tracing::debug!(session = %id, packets_a = stats[0].counters.packets_in, packets_b = stats[1].counters.packets_in, "session deleted");
         Ok(Some(stats))
@@ -333,6 +351,16 @@ impl Node {
             .stats(record.worker, record.key)
             .await?
             .unwrap_or_default();
+        Ok(self.view_with(id, record, stats))
+    }
+
+    /// A session as the control API shows it, with `stats`.
+    fn view_with(
+        &self,
+        id: SessionId,
+        record: &SessionRecord,
+        stats: [LegStats; 2],
+    ) -> SessionView {
         let local = |port| SocketAddr::new(self.config.advertise, port);
         let leg = |id: LegId| {
             let (leg, stats) = (record.legs[id.index()], stats[id.index()]);
@@ -350,29 +378,27 @@ impl Node {
                 stats,
             }
         };
-        Ok(SessionView {
+        SessionView {
             id,
             call_id: record.call_id.clone(),
             created: record.created,
             legs: LegId::BOTH.map(leg),
-        })
+        }
     }
 
     /// Ends the sessions idle for the configured timeout; returns how many.
     pub async fn reap_idle(&self) -> Result<usize, NodeError> {
         let ended = self.relay.reap(self.config.idle_timeout).await?;
-        for session in &ended {
-            let mut table = self.table();
-            let Some((id, record)) = table.remove_key(session.key) else {
+        let count = ended.len();
+        for session in ended {
+            let Some((id, record)) = self.table().remove_key(session.key) else {
                 continue;
             };
-            table.release(&record);
-            self.sessions_changed(table.len());
-            drop(table);
+            self.release(&record, Some(session.released));
             self.metrics.session_ended(EndReason::Idle);
             tracing::info!(session = %id, call_id = %record.call_id, "idle session ended");
         }
-        Ok(ended.len())
+        Ok(count)
     }
 
     /// Ends every session (the node stops).

@@ -44,7 +44,7 @@ on_both_backends!(
     a_new_stream_from_a_new_source_takes_over_after_silence,
     rtp_of_a_payload_type_sdp_did_not_offer_is_dropped,
     an_idle_session_ends_and_frees_its_ports,
-    a_removed_session_s_ports_can_be_bound_again_at_once,
+    a_removed_session_s_ports_serve_the_next_session_without_its_late_packets,
 );
 
 /// A configuration on `ports` (moved 500 up for io_uring) with `backend`.
@@ -253,24 +253,49 @@ async fn an_idle_session_ends_and_frees_its_ports(backend: Backend) {
     node.create("s2", None, None).await.unwrap();
 }
 
-async fn a_removed_session_s_ports_can_be_bound_again_at_once(backend: Backend) {
-    let node = TestNode::memory(config_on(backend, (21160, 21179))).await;
+async fn a_removed_session_s_ports_serve_the_next_session_without_its_late_packets(
+    backend: Backend,
+) {
+    // The range holds one session's ports: the next session gets the same sockets back.
+    let node = TestNode::memory(config_on(backend, (21160, 21163))).await;
     let (alice, bob) = (Peer::bind(1).await, Peer::bind(2).await);
-    let session = node
+    let first = node
         .create("s1", Some(alice.addr()), Some(bob.addr()))
         .await
         .unwrap();
-    alice.send_rtp(local_rtp(&session, 0), 1).await;
+    alice.send_rtp(local_rtp(&first, 0), 1).await;
     bob.receive().await;
-    let ports = [local_rtp(&session, 0), local_rtp(&session, 1)];
     let mut client = node.client.clone();
-    let delete = pb::DeleteSessionRequest {
-        session_id: "s1".into(),
+    let delete = |id: &str| pb::DeleteSessionRequest {
+        session_id: id.into(),
     };
-    client.delete_session(delete).await.unwrap();
-    // The worker has closed the sockets (and the io_uring backend dropped its requests on
-    // them) before the delete returns.
-    for port in ports {
-        std::net::UdpSocket::bind(port).expect("the port is free again");
-    }
+    client.delete_session(delete("s1")).await.unwrap();
+    // Late packets of the ended call reach the resting socket.
+    alice.send_rtp(local_rtp(&first, 0), 2).await;
+    alice.send_rtp(local_rtp(&first, 0), 3).await;
+
+    let (carol, dave) = (Peer::bind(3).await, Peer::bind(4).await);
+    let second = node
+        .create("s2", Some(carol.addr()), Some(dave.addr()))
+        .await
+        .unwrap();
+    assert_eq!(local_rtp(&second, 0), local_rtp(&first, 0));
+    carol.send_rtp(local_rtp(&second, 0), 7).await;
+    assert_eq!(
+        dave.receive().await,
+        (rtp(7, carol.ssrc), local_rtp(&second, 1))
+    );
+    dave.send_rtp(local_rtp(&second, 1), 8).await;
+    assert_eq!(carol.receive().await.0, rtp(8, dave.ssrc));
+    let ended = client
+        .delete_session(delete("s2"))
+        .await
+        .unwrap()
+        .into_inner();
+    let leg_a = ended.a.expect("counters");
+    assert_eq!(
+        (leg_a.packets_in, leg_a.packets_dropped),
+        (1, 0),
+        "the late packets of the first call never reached the second"
+    );
 }

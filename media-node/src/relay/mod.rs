@@ -148,11 +148,19 @@ pub enum RtcpSocket {
     Close,
 }
 
-/// A session ended by the data plane, with its last figures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A session the data plane let go: its last figures, and its sockets for the ports' next
+/// sessions (the data plane no longer watches them).
+#[derive(Debug)]
+pub struct Released {
+    pub legs: [LegStats; 2],
+    pub sockets: Vec<UdpSocket>,
+}
+
+/// A session ended by the data plane (idle), released.
+#[derive(Debug)]
 pub struct Ended {
     pub key: SessionKey,
-    pub legs: [LegStats; 2],
+    pub released: Released,
 }
 
 /// Errors of the data plane's control interface.
@@ -186,11 +194,11 @@ enum Command {
         key: SessionKey,
         leg: usize,
         change: LegChange,
-        reply: oneshot::Sender<io::Result<bool>>,
+        reply: oneshot::Sender<io::Result<Option<[LegStats; 2]>>>,
     },
     Remove {
         key: SessionKey,
-        reply: oneshot::Sender<Option<[LegStats; 2]>>,
+        reply: oneshot::Sender<Option<Released>>,
     },
     Stats {
         key: SessionKey,
@@ -351,14 +359,15 @@ impl Relay {
             .map_err(|source| RelayError::Watch { key, source })
     }
 
-    /// Applies new SDP to leg `leg` (0: A, 1: B); false when the session is unknown.
+    /// Applies new SDP to leg `leg` (0: A, 1: B); the session's figures after it, or `None`
+    /// when the session is unknown.
     pub async fn update(
         &self,
         worker: usize,
         key: SessionKey,
         leg: usize,
         change: LegChange,
-    ) -> Result<bool, RelayError> {
+    ) -> Result<Option<[LegStats; 2]>, RelayError> {
         self.ask(worker, |reply| Command::Update {
             key,
             leg,
@@ -369,12 +378,12 @@ impl Relay {
         .map_err(|source| RelayError::Watch { key, source })
     }
 
-    /// Ends a session, closing its sockets; its last figures, if it was there.
+    /// Ends a session; its last figures and sockets, if it was there.
     pub async fn remove(
         &self,
         worker: usize,
         key: SessionKey,
-    ) -> Result<Option<[LegStats; 2]>, RelayError> {
+    ) -> Result<Option<Released>, RelayError> {
         self.ask(worker, |reply| Command::Remove { key, reply })
             .await
     }

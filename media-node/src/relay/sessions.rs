@@ -15,7 +15,8 @@ use super::rtp::{self, Packet};
 use super::sequence::SequenceTracker;
 use super::sys::SockAddr;
 use super::{
-    Command, Ended, LegChange, LegSetup, PayloadTypes, RtcpSocket, SessionKey, WorkerSettings,
+    Command, Ended, LegChange, LegSetup, PayloadTypes, Released, RtcpSocket, SessionKey,
+    WorkerSettings,
 };
 
 /// Generations are this many bits wide in an encoded token.
@@ -226,6 +227,17 @@ impl Session {
         [self.legs[0].stats(now, wall), self.legs[1].stats(now, wall)]
     }
 
+    /// Lets the session go: its last figures and its sockets.
+    fn release(self, now: Instant) -> Released {
+        let legs = self.stats(now);
+        let sockets = self
+            .legs
+            .into_iter()
+            .flat_map(|leg| std::iter::once(leg.rtp).chain(leg.rtcp))
+            .collect();
+        Released { legs, sockets }
+    }
+
     fn token(&self, slot: u32, leg: usize, rtcp: bool) -> Token {
         Token {
             slot,
@@ -366,18 +378,16 @@ impl Sessions {
                 change,
                 reply,
             } => {
-                let _ = reply.send(self.update(key, leg, change, watcher));
+                let _ = reply.send(
+                    self.update(key, leg, change, watcher)
+                        .map(|found| found.then(|| self.stats(key, now)).flatten()),
+                );
             }
             Command::Remove { key, reply } => {
-                let _ = reply.send(self.remove(key, watcher).map(|s| s.stats(now)));
+                let _ = reply.send(self.remove(key, watcher).map(|s| s.release(now)));
             }
             Command::Stats { key, reply } => {
-                let stats = self
-                    .slots
-                    .get(&key)
-                    .and_then(|&slot| self.sessions[slot as usize].as_ref())
-                    .map(|s| s.stats(now));
-                let _ = reply.send(stats);
+                let _ = reply.send(self.stats(key, now));
             }
             Command::Reap { idle, reply } => {
                 let idle_keys: Vec<SessionKey> = self
@@ -392,12 +402,18 @@ impl Sessions {
                     .filter_map(|key| self.remove(key, watcher))
                     .map(|s| Ended {
                         key: s.key,
-                        legs: s.stats(now),
+                        released: s.release(now),
                     })
                     .collect();
                 let _ = reply.send(ended);
             }
         }
+    }
+
+    /// A session's figures now.
+    fn stats(&self, key: SessionKey, now: Instant) -> Option<[LegStats; 2]> {
+        let &slot = self.slots.get(&key)?;
+        Some(self.sessions[slot as usize].as_ref()?.stats(now))
     }
 
     /// Ends every session (the worker stops), unwatching their sockets first.
