@@ -222,9 +222,7 @@ fn parse_window(value: &[u8]) -> Option<(u64, u32)> {
 }
 
 fn random_below(n: usize) -> usize {
-    let mut bytes = [0u8; 8];
-    getrandom::fill(&mut bytes).expect("the OS random source is available");
-    (u64::from_le_bytes(bytes) % n as u64) as usize
+    crate::random::below(n)
 }
 
 #[cfg(test)]

@@ -78,10 +78,8 @@ impl MediaNodeRegistration {
 /// loaded of all because the load figures are seconds old: every instance sending each new call to
 /// the one node that looked least loaded would herd a burst onto it until its next report.
 pub fn choose_node(nodes: &[MediaNodeRegistration]) -> Option<&MediaNodeRegistration> {
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).expect("the OS random source is available");
-    let draw = |half: &[u8]| u64::from_le_bytes(half.try_into().expect("8 bytes"));
-    choose_node_with(nodes, [draw(&bytes[..8]), draw(&bytes[8..])])
+    use crate::random;
+    choose_node_with(nodes, [random::u64(), random::u64()])
 }
 
 /// [`choose_node`] with its two random draws given.

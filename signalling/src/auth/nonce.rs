@@ -42,7 +42,7 @@ impl NonceIssuer {
     /// A new nonce for `realm` at `now` (seconds since the Unix epoch).
     pub fn issue(&self, realm: &str, now: u64) -> String {
         let mut random = [0u8; 8];
-        getrandom::fill(&mut random).expect("the OS random source is available");
+        centrex_coord::random::fill(&mut random);
         let mut body = [0u8; 16];
         body[..8].copy_from_slice(&now.to_be_bytes());
         body[8..].copy_from_slice(&random);

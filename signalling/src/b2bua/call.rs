@@ -245,7 +245,7 @@ pub fn refusal_record(
 /// A random token for tags, branches and Call-IDs.
 pub fn tag() -> String {
     let mut bytes = [0u8; 8];
-    getrandom::fill(&mut bytes).expect("the OS random source is available");
+    centrex_coord::random::fill(&mut bytes);
     hex::encode(bytes)
 }
 

@@ -278,7 +278,7 @@ fn contacts(request: &Request) -> Result<Contacts, &'static str> {
 
 fn to_tag() -> String {
     let mut bytes = [0u8; 8];
-    getrandom::fill(&mut bytes).expect("the OS random source is available");
+    centrex_coord::random::fill(&mut bytes);
     hex::encode(bytes)
 }
 
