@@ -1699,11 +1699,23 @@ impl Call {
             if let Err(error) = call.services.pool.release(&anchor).await {
                 tracing::warn!(%error, session = anchor.session_id, "media session not released; its idle timeout will");
             }
-            tokio::time::sleep(LINGER).await;
-            if let Some(b2bua) = call.b2bua.upgrade() {
-                b2bua.forget(&call);
-            }
+            call.linger().await;
         });
+    }
+
+    /// Stays findable for [`LINGER`] after ending, to absorb retransmissions; forgotten at once
+    /// when too many ended calls linger already.
+    async fn linger(self: &Arc<Self>) {
+        let ids = self.call_ids().len();
+        let Some(lingered) = self.b2bua.upgrade().map(|b| b.begin_lingering(ids)) else {
+            return;
+        };
+        if lingered {
+            tokio::time::sleep(LINGER).await;
+        }
+        if let Some(b2bua) = self.b2bua.upgrade() {
+            b2bua.forget(self, if lingered { ids } else { 0 });
+        }
     }
 
     /// The call detail record of the call as it ends.

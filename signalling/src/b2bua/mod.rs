@@ -44,8 +44,12 @@ use dialog::{DialogRecord, Dialogs};
 use limits::Limits;
 use plan::{Plan, World};
 
-/// Calls one instance holds at most; more are refused with 503.
+/// Calls one instance holds at most, ended ones lingering aside; more are refused with 503.
 const MAX_CALLS: usize = 50_000;
+/// Call-IDs of ended calls kept to absorb retransmissions (a call has one per leg): 25 s of
+/// 2,000 calls/s. Past it an ended call is forgotten at once, so that lingering, which grows with
+/// the call rate, never costs new calls their admission.
+const MAX_LINGERING: usize = 100_000;
 /// Media pools whose channels are kept; past it they are reconnected (tenants' pools are few).
 const MAX_POOLS: usize = 256;
 /// Hunt groups whose round-robin position is kept; past it positions start again.
@@ -93,6 +97,8 @@ pub struct B2bua {
     rotations: Arc<Rotations>,
     /// Calls by the Call-ID of any of their legs.
     calls: Mutex<HashMap<String, Arc<Call>>>,
+    /// How many of `calls`' Call-IDs are of ended calls lingering.
+    lingering: AtomicUsize,
     /// Call-IDs of INVITEs being set up (authenticated, media being anchored): their
     /// retransmissions are absorbed instead of being authenticated again.
     starting: Mutex<HashSet<String>>,
@@ -127,6 +133,7 @@ impl B2bua {
             records: Arc::new(LogSink),
             rotations: Arc::default(),
             calls: Mutex::default(),
+            lingering: AtomicUsize::new(0),
             starting: Mutex::default(),
             pools: Mutex::default(),
             unreachable: Unreachable::default(),
@@ -184,8 +191,13 @@ impl B2bua {
         if looped(&request, ours.iter().flatten()) {
             return respond(StatusCode::LOOP_DETECTED);
         }
-        if self.calls.lock().expect("calls lock").len() >= MAX_CALLS * 2 {
-            return respond(StatusCode::SERVICE_UNAVAILABLE);
+        let entries = self.calls.lock().expect("calls lock").len();
+        if at_capacity(entries, self.lingering.load(Ordering::Relaxed)) {
+            tracing::debug!(calls = MAX_CALLS, "at capacity: INVITE refused");
+            return refuse(Refused {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                reason: Some("signalling instance at its call capacity".into()),
+            });
         }
         let Some(domain) = request_domain(&request) else {
             return respond(StatusCode::NOT_FOUND);
@@ -755,12 +767,23 @@ impl B2bua {
         self.calls.lock().expect("calls lock").get(call_id).cloned()
     }
 
-    /// Forgets a call that ended.
-    fn forget(&self, call: &Call) {
+    /// Counts an ended call's `ids` Call-IDs as lingering; false (nothing counted) when
+    /// [`MAX_LINGERING`] already linger.
+    fn begin_lingering(&self, ids: usize) -> bool {
+        self.lingering
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |now| {
+                may_linger(now, ids).then_some(now + ids)
+            })
+            .is_ok()
+    }
+
+    /// Forgets a call that ended, `lingered` of whose Call-IDs were counted as lingering.
+    fn forget(&self, call: &Call, lingered: usize) {
         let mut calls = self.calls.lock().expect("calls lock");
         for call_id in call.call_ids() {
             calls.remove(&call_id);
         }
+        self.lingering.fetch_sub(lingered, Ordering::Relaxed);
     }
 
     /// Calls still ringing: not answered yet, not ended.
@@ -868,6 +891,17 @@ fn looped<'a>(request: &Request, ours: impl Iterator<Item = &'a SocketAddr> + Cl
 }
 
 /// The final answer to `request` for `refused`, with its reason phrase.
+/// Whether an instance holding `entries` Call-IDs, `lingering` of them of ended calls, takes
+/// no new call (each call in progress is held under the Call-IDs of both its legs).
+fn at_capacity(entries: usize, lingering: usize) -> bool {
+    entries.saturating_sub(lingering) >= MAX_CALLS * 2
+}
+
+/// Whether an ended call's `ids` Call-IDs may linger beside the `lingering` ones.
+fn may_linger(lingering: usize, ids: usize) -> bool {
+    lingering + ids <= MAX_LINGERING
+}
+
 fn answer(request: &Request, refused: Refused) -> Option<Bytes> {
     let mut builder = ResponseBuilder::for_request(request, refused.status).to_tag(call::tag());
     if let Some(reason) = refused.reason {
@@ -901,4 +935,23 @@ fn from_user(request: &Request, domain: &str) -> Option<String> {
         .eq_ignore_ascii_case(domain)
         .then_some(())?;
     uri.user().map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ended_calls_lingering_do_not_count_against_the_capacity() {
+        // 2,000 calls/s for 25 s of linger: 50,000 ended calls under both legs' Call-IDs.
+        assert!(!at_capacity(MAX_CALLS * 2 + 10, MAX_CALLS * 2));
+        assert!(at_capacity(MAX_CALLS * 2 + 10, 10));
+        assert!(!at_capacity(3, 5), "counts that race never underflow");
+    }
+
+    #[test]
+    fn lingering_stops_at_its_bound() {
+        assert!(may_linger(MAX_LINGERING - 2, 2));
+        assert!(!may_linger(MAX_LINGERING - 1, 2));
+    }
 }
