@@ -71,6 +71,21 @@ struct Rate {
     per_second: f64,
 }
 
+/// A deleted session's ports, freed when dropped before the data plane has answered.
+struct PendingRelease<'a> {
+    node: &'a Node,
+    record: Option<SessionRecord>,
+}
+
+impl Drop for PendingRelease<'_> {
+    fn drop(&mut self) {
+        if let Some(record) = self.record.take() {
+            self.node.release(&record, None);
+            self.node.metrics.session_ended(EndReason::Deleted);
+        }
+    }
+}
+
 /// A media node's sessions and state.
 pub struct Node {
     config: Config,
@@ -263,14 +278,18 @@ impl Node {
             self.sessions_changed(table.len());
             return Default::default();
         };
-        let mut sockets = self.sockets();
-        for socket in released.sockets {
-            sockets.put(socket);
-        }
-        drop(sockets);
+        self.rest(released.sockets);
         table.release(record);
         self.sessions_changed(table.len());
         released.legs
+    }
+
+    /// Keeps sockets the data plane let go for their ports' next sessions.
+    fn rest(&self, released: Vec<UdpSocket>) {
+        let mut sockets = self.sockets();
+        for socket in released {
+            sockets.put(socket);
+        }
     }
 
     /// Takes a session out of the table and frees its ports (the data plane never had it).
@@ -321,8 +340,15 @@ impl Node {
         let Some(record) = self.table().remove(id) else {
             return Ok(None);
         };
-        // The ports come back only once the worker has let their sockets go.
-        let released = self.relay.remove(record.worker, record.key).await;
+        let (worker, key) = (record.worker, record.key);
+        // The ports come back only once the worker has let their sockets go, or at once should
+        // this future be dropped meanwhile (a caller's deadline passed).
+        let mut pending = PendingRelease {
+            node: self,
+            record: Some(record),
+        };
+        let released = self.relay.remove(worker, key).await;
+        let record = pending.record.take().expect("taken only here or on drop");
         let stats = match released {
             Ok(released) => self.release(&record, released),
             Err(error) => {
@@ -392,6 +418,8 @@ impl Node {
         let count = ended.len();
         for session in ended {
             let Some((id, record)) = self.table().remove_key(session.key) else {
+                // Deleted meanwhile: its ports are free already.
+                self.rest(session.released.sockets);
                 continue;
             };
             self.release(&record, Some(session.released));
@@ -522,5 +550,56 @@ impl Node {
                 .unwrap_or_else(PoisonError::into_inner)
                 .per_second,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::relay::PayloadTypes;
+    use crate::session::LegRequest;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    fn request(id: &str) -> SessionRequest {
+        let leg = LegRequest {
+            rtcp_mux: true,
+            remote: None,
+            payload_types: PayloadTypes::default(),
+        };
+        SessionRequest {
+            id: SessionId::parse(id).unwrap(),
+            call_id: id.into(),
+            tenant: "acme".into(),
+            legs: [leg, leg],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_delete_dropped_before_the_worker_answers_still_frees_the_ports() {
+        let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let mut config = Config::new("node-0", "pool", loopback);
+        config.bind = loopback;
+        // Two port pairs: one session's legs.
+        config.rtp_ports = PortRange {
+            min: 21190,
+            max: 21193,
+        };
+        let metrics = Arc::new(Metrics::new(config.max_sessions));
+        let node = Node::new(config, metrics).unwrap();
+        let created = node.create(request("s1")).await.unwrap();
+        assert_eq!(node.table().ports.available(), 0);
+
+        // What `delete` holds while it awaits the worker, dropped as a caller's deadline would.
+        let record = node.table().remove(&created.id).unwrap();
+        drop(PendingRelease {
+            node: &node,
+            record: Some(record),
+        });
+        assert_eq!(
+            node.table().ports.available(),
+            2,
+            "both legs' pairs are free"
+        );
+        assert_eq!(node.stats().active_sessions, 0);
     }
 }

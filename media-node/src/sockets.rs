@@ -40,15 +40,16 @@ impl SocketPool {
         }
     }
 
-    /// The socket of `port`: the resting one emptied of what arrived meanwhile, or a new one.
+    /// The socket of `port`: the resting one emptied of what arrived meanwhile, or a new one
+    /// (also when emptying fails: the resting one closes first).
     pub fn take(&mut self, port: u16) -> io::Result<UdpSocket> {
-        match self.resting.remove(&port) {
-            Some(socket) => {
-                discard_queued(&socket)?;
-                Ok(socket)
+        if let Some(socket) = self.resting.remove(&port) {
+            match discard_queued(&socket) {
+                Ok(()) => return Ok(socket),
+                Err(error) => tracing::debug!(%error, port, "a resting media socket is replaced"),
             }
-            None => self.bind(port),
         }
+        self.bind(port)
     }
 
     /// Keeps an ended session's socket for its port's next session (or closes it when the pool

@@ -25,8 +25,10 @@ impl Watcher for Epoll {
         self.add(fd, token.encode())
     }
 
-    fn unwatch(&mut self, fd: RawFd, _token: Token) {
+    fn unwatch(&mut self, fd: RawFd, _token: Token) -> bool {
+        // Removal is immediate; a failure means it was not watched.
         self.remove(fd);
+        true
     }
 }
 

@@ -60,9 +60,10 @@ impl Token {
 pub(super) trait Watcher {
     /// Starts delivering the datagrams of `fd` under `token`.
     fn watch(&mut self, fd: RawFd, token: Token) -> io::Result<()>;
-    /// Stops watching `fd` (watched under `token`) before it closes: no event for it may
-    /// follow.
-    fn unwatch(&mut self, fd: RawFd, token: Token);
+    /// Stops watching `fd` (watched under `token`) before it closes or serves another session:
+    /// no event for it may follow. False when that could not be made sure of (the socket must
+    /// then close, not serve again).
+    fn unwatch(&mut self, fd: RawFd, token: Token) -> bool;
 }
 
 /// Which stream a packet belongs to, hence which socket of the other leg sends it.
@@ -219,6 +220,8 @@ struct Session {
     generation: u32,
     legs: [Leg; 2],
     last_activity: Instant,
+    /// Whether its sockets may serve another session: every one was unwatched for sure.
+    reusable: bool,
 }
 
 impl Session {
@@ -227,14 +230,18 @@ impl Session {
         [self.legs[0].stats(now, wall), self.legs[1].stats(now, wall)]
     }
 
-    /// Lets the session go: its last figures and its sockets.
+    /// Lets the session go: its last figures, and its sockets unless one may still be
+    /// watched (those close here).
     fn release(self, now: Instant) -> Released {
         let legs = self.stats(now);
-        let sockets = self
-            .legs
-            .into_iter()
-            .flat_map(|leg| std::iter::once(leg.rtp).chain(leg.rtcp))
-            .collect();
+        let sockets = match self.reusable {
+            true => self
+                .legs
+                .into_iter()
+                .flat_map(|leg| std::iter::once(leg.rtp).chain(leg.rtcp))
+                .collect(),
+            false => Vec::new(),
+        };
         Released { legs, sockets }
     }
 
@@ -444,6 +451,7 @@ impl Sessions {
             generation: self.next_generation,
             legs: legs.map(Leg::new),
             last_activity: now,
+            reusable: true,
         };
         let mut watched = Vec::with_capacity(4);
         let result = session.legs.iter().enumerate().try_for_each(|(leg, l)| {
@@ -514,15 +522,17 @@ impl Sessions {
 
     fn remove(&mut self, key: SessionKey, watcher: &mut impl Watcher) -> Option<Session> {
         let slot = self.slots.remove(&key)?;
-        let session = self.sessions[slot as usize].take()?;
-        // Unwatched before the sockets close (when the session drops), so no event names a
-        // freed slot's sockets.
+        let mut session = self.sessions[slot as usize].take()?;
+        // Unwatched before the sockets close or go back to the node, so no event names a freed
+        // slot's sockets.
+        let mut unwatched = true;
         for (index, leg) in session.legs.iter().enumerate() {
-            watcher.unwatch(leg.rtp.as_raw_fd(), session.token(slot, index, false));
+            unwatched &= watcher.unwatch(leg.rtp.as_raw_fd(), session.token(slot, index, false));
             if let Some(rtcp) = &leg.rtcp {
-                watcher.unwatch(rtcp.as_raw_fd(), session.token(slot, index, true));
+                unwatched &= watcher.unwatch(rtcp.as_raw_fd(), session.token(slot, index, true));
             }
         }
+        session.reusable = unwatched;
         self.free.push(slot);
         Some(session)
     }

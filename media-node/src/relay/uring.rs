@@ -314,10 +314,13 @@ impl Ring {
     /// kernel finds a request by user data in its hash table, while matching a file walks every
     /// request in flight — quadratic work with thousands of sessions. (Sends complete as they
     /// are submitted on UDP sockets, so the receive is the only request left on a socket.)
-    pub fn cancel(&mut self, token: u64) {
+    /// False when the receive may still be armed: the socket must close, not serve again.
+    pub fn cancel(&mut self, token: u64) -> bool {
         // Anything queued for `fd` must reach the kernel to be cancelled.
+        let mut cancelled = true;
         if let Err(error) = self.ring.submit() {
             tracing::warn!(%error, "io_uring submit before a cancel failed");
+            cancelled = false;
         }
         match self
             .ring
@@ -327,10 +330,12 @@ impl Ring {
             Ok(()) => {}
             Err(error) if error.raw_os_error() == Some(libc::ENOENT) => {}
             Err(error) => {
-                tracing::warn!(%error, token, "cancelling a socket's io_uring receive failed")
+                tracing::warn!(%error, token, "cancelling a socket's io_uring receive failed");
+                cancelled = false;
             }
         }
         self.run_deferred_work();
+        cancelled
     }
 
     /// Lets the kernel finish the work it defers to this thread (completions of cancelled
@@ -679,7 +684,7 @@ mod tests {
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
         let address = socket.local_addr().unwrap();
         ring.receive_on(socket.as_raw_fd(), 1).unwrap();
-        ring.cancel(1);
+        assert!(ring.cancel(1), "the receive is cancelled for sure");
         drop(socket);
         UdpSocket::bind(address).expect("the port is free");
     }

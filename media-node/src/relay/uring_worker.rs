@@ -25,8 +25,8 @@ impl Watcher for Ring {
         self.receive_on(fd, token.encode())
     }
 
-    fn unwatch(&mut self, _fd: RawFd, token: Token) {
-        self.cancel(token.encode());
+    fn unwatch(&mut self, _fd: RawFd, token: Token) -> bool {
+        self.cancel(token.encode())
     }
 }
 

@@ -1689,6 +1689,9 @@ impl Call {
         // release that never happens).
         let call = self.clone();
         let b_call_id = answered_leg;
+        // Counted as lingering at once: an ended call must not hold capacity while its
+        // counters and media are released.
+        let lingering = self.begin_lingering();
         tokio::spawn(async move {
             let records = match (&call.services.failover, b_call_id) {
                 (Some(_), Some(b_call_id)) => Dialogs::keys(&call.a_call_id, &b_call_id),
@@ -1699,22 +1702,28 @@ impl Call {
             if let Err(error) = call.services.pool.release(&anchor).await {
                 tracing::warn!(%error, session = anchor.session_id, "media session not released; its idle timeout will");
             }
-            call.linger().await;
+            call.linger(lingering).await;
         });
     }
 
-    /// Stays findable for [`LINGER`] after ending, to absorb retransmissions; forgotten at once
-    /// when too many ended calls linger already.
-    async fn linger(self: &Arc<Self>) {
+    /// Counts the ended call's Call-IDs as lingering; how many (0 when too many ended calls
+    /// linger already, and it is forgotten once released).
+    fn begin_lingering(&self) -> usize {
         let ids = self.call_ids().len();
-        let Some(lingered) = self.b2bua.upgrade().map(|b| b.begin_lingering(ids)) else {
-            return;
-        };
-        if lingered {
+        match self.b2bua.upgrade() {
+            Some(b2bua) if b2bua.begin_lingering(ids) => ids,
+            _ => 0,
+        }
+    }
+
+    /// Stays findable for [`LINGER`] after ending, to absorb retransmissions, when its
+    /// `lingering` Call-IDs were counted; then forgotten.
+    async fn linger(self: &Arc<Self>, lingering: usize) {
+        if lingering > 0 {
             tokio::time::sleep(LINGER).await;
         }
         if let Some(b2bua) = self.b2bua.upgrade() {
-            b2bua.forget(self, if lingered { ids } else { 0 });
+            b2bua.forget(self, lingering);
         }
     }
 

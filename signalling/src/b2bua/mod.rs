@@ -777,11 +777,17 @@ impl B2bua {
             .is_ok()
     }
 
-    /// Forgets a call that ended, `lingered` of whose Call-IDs were counted as lingering.
+    /// Forgets a call that ended, `lingered` of whose Call-IDs were counted as lingering
+    /// (a Call-ID held by another call, one that won a race to it, stays).
     fn forget(&self, call: &Call, lingered: usize) {
         let mut calls = self.calls.lock().expect("calls lock");
         for call_id in call.call_ids() {
-            calls.remove(&call_id);
+            if calls
+                .get(&call_id)
+                .is_some_and(|held| std::ptr::eq(Arc::as_ptr(held), call))
+            {
+                calls.remove(&call_id);
+            }
         }
         self.lingering.fetch_sub(lingered, Ordering::Relaxed);
     }
@@ -890,7 +896,6 @@ fn looped<'a>(request: &Request, ours: impl Iterator<Item = &'a SocketAddr> + Cl
     })
 }
 
-/// The final answer to `request` for `refused`, with its reason phrase.
 /// Whether an instance holding `entries` Call-IDs, `lingering` of them of ended calls, takes
 /// no new call (each call in progress is held under the Call-IDs of both its legs).
 fn at_capacity(entries: usize, lingering: usize) -> bool {
@@ -902,6 +907,7 @@ fn may_linger(lingering: usize, ids: usize) -> bool {
     lingering + ids <= MAX_LINGERING
 }
 
+/// The final answer to `request` for `refused`, with its reason phrase.
 fn answer(request: &Request, refused: Refused) -> Option<Bytes> {
     let mut builder = ResponseBuilder::for_request(request, refused.status).to_tag(call::tag());
     if let Some(reason) = refused.reason {
