@@ -47,6 +47,11 @@ pub fn u64() -> u64 {
     u64::from_le_bytes(bytes)
 }
 
+/// A random token of 16 hex digits, for SIP tags, branches, Call-IDs and cnonces.
+pub fn token() -> String {
+    format!("{:016x}", u64())
+}
+
 /// A random number below `n` (which must not be 0); the modulo bias is below 2⁻³² for the
 /// small `n` it is used with.
 pub fn below(n: usize) -> usize {

@@ -77,6 +77,13 @@ struct PendingRelease<'a> {
     record: Option<SessionRecord>,
 }
 
+impl PendingRelease<'_> {
+    /// The record, for the release that follows the data plane's answer.
+    fn disarm(mut self) -> SessionRecord {
+        self.record.take().expect("set until disarmed or dropped")
+    }
+}
+
 impl Drop for PendingRelease<'_> {
     fn drop(&mut self) {
         if let Some(record) = self.record.take() {
@@ -272,16 +279,12 @@ impl Node {
     /// Frees a session's ports once the data plane has let it go, keeping its sockets for the
     /// ports' next sessions; the session's last figures.
     fn release(&self, record: &SessionRecord, released: Option<Released>) -> [LegStats; 2] {
+        let Released { legs, sockets } = released.unwrap_or_default();
         let mut table = self.table();
-        let Some(released) = released else {
-            table.release(record);
-            self.sessions_changed(table.len());
-            return Default::default();
-        };
-        self.rest(released.sockets);
+        self.rest(sockets);
         table.release(record);
         self.sessions_changed(table.len());
-        released.legs
+        legs
     }
 
     /// Keeps sockets the data plane let go for their ports' next sessions.
@@ -294,10 +297,8 @@ impl Node {
 
     /// Takes a session out of the table and frees its ports (the data plane never had it).
     fn forget(&self, id: &SessionId) -> Option<SessionRecord> {
-        let mut table = self.table();
-        let record = table.remove(id)?;
-        table.release(&record);
-        self.sessions_changed(table.len());
+        let record = self.table().remove(id)?;
+        self.release(&record, None);
         Some(record)
     }
 
@@ -343,12 +344,12 @@ impl Node {
         let (worker, key) = (record.worker, record.key);
         // The ports come back only once the worker has let their sockets go, or at once should
         // this future be dropped meanwhile (a caller's deadline passed).
-        let mut pending = PendingRelease {
+        let pending = PendingRelease {
             node: self,
             record: Some(record),
         };
         let released = self.relay.remove(worker, key).await;
-        let record = pending.record.take().expect("taken only here or on drop");
+        let record = pending.disarm();
         let stats = match released {
             Ok(released) => self.release(&record, released),
             Err(error) => {

@@ -64,7 +64,8 @@ impl SocketPool {
     }
 
     /// Sockets resting.
-    pub fn resting(&self) -> usize {
+    #[cfg(test)]
+    fn resting(&self) -> usize {
         self.resting.len()
     }
 
@@ -166,7 +167,10 @@ mod tests {
             "the late packet was discarded"
         );
         peer.send_to(b"new call", (LOOPBACK, port)).unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        again.set_nonblocking(false).unwrap();
+        again
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
         let (n, _) = again.recv_from(&mut buffer).unwrap();
         assert_eq!(&buffer[..n], b"new call");
     }

@@ -150,7 +150,7 @@ pub enum RtcpSocket {
 
 /// A session the data plane let go: its last figures, and its sockets for the ports' next
 /// sessions (the data plane no longer watches them).
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Released {
     pub legs: [LegStats; 2],
     pub sockets: Vec<UdpSocket>,

@@ -385,10 +385,9 @@ impl Sessions {
                 change,
                 reply,
             } => {
-                let _ = reply.send(
-                    self.update(key, leg, change, watcher)
-                        .map(|found| found.then(|| self.stats(key, now)).flatten()),
-                );
+                // An unknown session has no figures either.
+                let updated = self.update(key, leg, change, watcher);
+                let _ = reply.send(updated.map(|_| self.stats(key, now)));
             }
             Command::Remove { key, reply } => {
                 let _ = reply.send(self.remove(key, watcher).map(|s| s.release(now)));

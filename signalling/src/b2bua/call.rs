@@ -243,11 +243,7 @@ pub fn refusal_record(
 }
 
 /// A random token for tags, branches and Call-IDs.
-pub fn tag() -> String {
-    let mut bytes = [0u8; 8];
-    centrex_coord::random::fill(&mut bytes);
-    hex::encode(bytes)
-}
+pub use centrex_coord::random::token as tag;
 
 impl Call {
     /// Anchors the media and prepares the first stage of INVITEs ([`Call::ring`] sends them);

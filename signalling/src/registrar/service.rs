@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use centrex_coord::{Store, StoreError};
+use centrex_coord::{Store, StoreError, random};
 
 use super::bindings::{self, Binding};
 use super::plan::{ContactRequest, Contacts, ExpiryPolicy, Plan, Refusal, plan};
@@ -44,8 +44,9 @@ impl Registrar {
         source: SocketAddr,
         transport: &str,
     ) -> Option<Bytes> {
-        let respond =
-            |status: StatusCode| ResponseBuilder::for_request(request, status).to_tag(to_tag());
+        let respond = |status: StatusCode| {
+            ResponseBuilder::for_request(request, status).to_tag(random::token())
+        };
         let unix_now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -274,12 +275,6 @@ fn contacts(request: &Request) -> Result<Contacts, &'static str> {
         (false, true) => Ok(Contacts::None),
         (false, false) => Ok(Contacts::List(list)),
     }
-}
-
-fn to_tag() -> String {
-    let mut bytes = [0u8; 8];
-    centrex_coord::random::fill(&mut bytes);
-    hex::encode(bytes)
 }
 
 fn build(builder: ResponseBuilder) -> Option<Bytes> {

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use centrex_coord::lease::KeptLease;
+use centrex_coord::random::token as random_token;
 use centrex_coord::snapshot::{self as snap, TrunkSnapshot};
 use centrex_coord::trunk::TrunkRegistrationState;
 use centrex_coord::{Store, keys};
@@ -616,11 +617,4 @@ fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
-}
-
-/// A random token for Call-IDs, tags, branches and cnonces.
-fn random_token() -> String {
-    let mut bytes = [0u8; 8];
-    getrandom::fill(&mut bytes).expect("the OS random source is available");
-    hex::encode(bytes)
 }
