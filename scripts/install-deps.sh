@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing Centrex needs and this machine lacks (Debian/Ubuntu).
 # Idempotent: a machine that has everything installs nothing.
+# --bench: also what the benchmarks compare against (Kamailio, the SIP load reference).
 set -euo pipefail
 
 need_apt=()
@@ -11,6 +12,9 @@ command -v etcd >/dev/null || need_apt+=(etcd-server)           # the store cont
 command -v sipp >/dev/null || need_apt+=(sip-tester)            # SIP tests drive real peers
 command -v baresip >/dev/null || need_apt+=(baresip-core)       # the audio test calls between two real softphones
 command -v python3 >/dev/null || need_apt+=(python3 python3-venv) # the offline chart checks
+if [[ ${1:-} == --bench ]]; then
+  command -v kamailio >/dev/null || need_apt+=(kamailio)          # sip_load's kamailio part
+fi
 
 if ((${#need_apt[@]})); then
   sudo=()

@@ -11,11 +11,16 @@
 //!   they are up, then every call hung up and checked.
 //! * **reference** — sipp against sipp on the same cores, same method: the ceiling of the load
 //!   generator itself (calls: embedded `uac` against `uas`; REGISTER: a sipp registrar).
+//! * **kamailio** — the issue's reference, measured here: Kamailio (Debian package, 2 workers,
+//!   `sip_load/kamailio.cfg`) as a stateful proxy and registrar with digest authentication,
+//!   driven by the same scenarios, same method. Skipped with a note when `kamailio` is not
+//!   installed (`scripts/install-deps.sh --bench` installs it).
 //!
-//! `cargo bench -p centrex --bench sip_load [-- calls|register|memory|reference …]`; the parts run
-//! in that order of mention (all by default). `SIP_LOAD_QUICK=1`: short probes and holds and
+//! `cargo bench -p centrex --bench sip_load [-- calls|register|memory|reference|kamailio …]`; the
+//! parts run in that order of mention (all by default). `SIP_LOAD_QUICK=1`: short probes and holds and
 //! 2,000 concurrent calls (a smoke run, about two minutes). `SIP_LOAD_KEEP=1`: keep the run
-//! directory (sipp statistics and error logs, platform logs). Needs `sipp` (Debian `sip-tester`)
+//! directory (sipp statistics and error logs, platform logs). `SIP_LOAD_RATES=1500,2000`: these
+//! rates instead of each part's ladder (for an A/B of CPU per call at a fixed rate). Needs `sipp` (Debian `sip-tester`)
 //! and `etcd` (Debian `etcd-server`, memory part only).
 //!
 //! Figures only: nothing is asserted on timing; the exit status is non-zero only when the harness
@@ -60,9 +65,11 @@ const SIPP_START: Duration = Duration::from_secs(5);
 const TARGET_CALLS: u32 = 4_000;
 const TARGET_REGISTERS: u32 = 20_000;
 const TARGET_RSS_MIB: f64 = 1024.0;
-/// Kamailio 5.6 on this machine (2 workers, in-memory subscribers, sipp on the same cores).
+/// Kamailio 5.6 on this machine as issue #4 reports it (2 workers, in-memory subscribers, sipp
+/// on the same cores); the `kamailio` part measures it in the run.
 const KAMAILIO_CALLS: u32 = 5_500;
 const KAMAILIO_REGISTERS: u32 = 28_000;
+const KAMAILIO_CONFIG: &str = include_str!("sip_load/kamailio.cfg");
 
 /// The callers and callees of the call parts, in pairs: a user may have 8 calls at most (their
 /// licence), so 20,000 concurrent calls need 2,500 pairs at least; a tenant has 1,000 users at
@@ -150,17 +157,25 @@ const QUICK: Plan = Plan {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Part {
     Reference,
+    Kamailio,
     Calls,
     Register,
     Memory,
 }
 
 impl Part {
-    const ALL: [Part; 4] = [Part::Reference, Part::Calls, Part::Register, Part::Memory];
+    const ALL: [Part; 5] = [
+        Part::Reference,
+        Part::Kamailio,
+        Part::Calls,
+        Part::Register,
+        Part::Memory,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             Part::Reference => "reference",
+            Part::Kamailio => "kamailio",
             Part::Calls => "calls",
             Part::Register => "register",
             Part::Memory => "memory",
@@ -174,19 +189,46 @@ struct Options {
     parts: Vec<Part>,
     quick: bool,
     keep: bool,
+    /// Rates that replace every part's ladder.
+    rates: Option<Vec<u32>>,
+}
+
+/// The bench's environment variables.
+#[derive(Debug, Clone, Copy, Default)]
+struct Env<'a> {
+    quick: Option<&'a str>,
+    keep: Option<&'a str>,
+    rates: Option<&'a str>,
 }
 
 /// Options from the arguments after `--` (flags such as cargo's `--bench` are ignored) and the
-/// values of `SIP_LOAD_QUICK` and `SIP_LOAD_KEEP`.
-fn options(args: &[String], quick: Option<&str>, keep: Option<&str>) -> Result<Options, String> {
+/// values of `SIP_LOAD_QUICK`, `SIP_LOAD_KEEP` and `SIP_LOAD_RATES`.
+fn options(args: &[String], env: Env) -> Result<Options, String> {
     let set = |v: Option<&str>| v.is_some_and(|v| !v.is_empty() && v != "0");
+    let rates = match env.rates.filter(|r| !r.is_empty()) {
+        None => None,
+        Some(list) => {
+            let mut rates: Vec<u32> = list
+                .split(',')
+                .map(|r| r.trim().parse().ok().filter(|&r| r > 0))
+                .collect::<Option<_>>()
+                .ok_or_else(|| {
+                    format!("SIP_LOAD_RATES={list:?}: expected rates such as 1500,2000")
+                })?;
+            rates.sort_unstable();
+            rates.dedup();
+            Some(rates)
+        }
+    };
     let mut parts = Vec::new();
     for arg in args.iter().filter(|a| !a.starts_with('-')) {
         let part = Part::ALL
             .into_iter()
             .find(|p| p.name() == arg)
             .ok_or_else(|| {
-                format!("unknown part {arg:?}: choose among calls, register, memory, reference")
+                format!(
+                    "unknown part {arg:?}: choose among calls, register, memory, reference, kamailio"
+                )
             })?;
         if !parts.contains(&part) {
             parts.push(part);
@@ -197,8 +239,9 @@ fn options(args: &[String], quick: Option<&str>, keep: Option<&str>) -> Result<O
     }
     Ok(Options {
         parts,
-        quick: set(quick),
-        keep: set(keep),
+        quick: set(env.quick),
+        keep: set(env.keep),
+        rates,
     })
 }
 
@@ -208,11 +251,18 @@ fn main() -> ExitCode {
         self_checks();
         return ExitCode::SUCCESS;
     }
-    let options = match options(
-        &args,
-        std::env::var("SIP_LOAD_QUICK").ok().as_deref(),
-        std::env::var("SIP_LOAD_KEEP").ok().as_deref(),
-    ) {
+    let var = |name| std::env::var(name).ok();
+    let (quick, keep, rates) = (
+        var("SIP_LOAD_QUICK"),
+        var("SIP_LOAD_KEEP"),
+        var("SIP_LOAD_RATES"),
+    );
+    let env = Env {
+        quick: quick.as_deref(),
+        keep: keep.as_deref(),
+        rates: rates.as_deref(),
+    };
+    let options = match options(&args, env) {
         Ok(options) => options,
         Err(error) => {
             eprintln!("sip_load: {error}");
@@ -233,6 +283,8 @@ fn main() -> ExitCode {
 struct Figures {
     reference_calls: Option<Ceiling>,
     reference_registers: Option<Ceiling>,
+    kamailio_calls: Option<Ceiling>,
+    kamailio_registers: Option<Ceiling>,
     calls: Option<Ceiling>,
     registers: Option<Ceiling>,
     memory: Option<MemoryFigures>,
@@ -244,11 +296,19 @@ fn run(options: &Options) -> anyhow::Result<()> {
         bail!("sipp 3 is needed: apt-get install sip-tester");
     }
     let plan = if options.quick { QUICK } else { FULL };
+    let (call_ladder, register_ladder) = match &options.rates {
+        Some(rates) => (rates.as_slice(), rates.as_slice()),
+        None => (plan.call_ladder, plan.register_ladder),
+    };
     let tmp = tempfile::Builder::new().prefix("sip_load-").tempdir()?;
     let dir = tmp.path().to_path_buf();
     for (name, text) in SCENARIOS {
         std::fs::write(dir.join(name), text)?;
     }
+    std::fs::write(
+        dir.join(UAS_WITHOUT_RINGING),
+        without_ringing(include_str!("sip_load/uas_answer.xml")),
+    )?;
     let register_users: Vec<String> = (FIRST_REGISTER_USER..FIRST_REGISTER_USER + REGISTER_USERS)
         .map(|u| u.to_string())
         .collect();
@@ -274,20 +334,36 @@ fn run(options: &Options) -> anyhow::Result<()> {
         match part {
             Part::Reference => {
                 let mut rig = Rig::new(Load::Calls, Server::Sipp, &dir);
-                figures.reference_calls = Some(ceiling(&mut rig, plan.call_ladder, &plan)?);
+                figures.reference_calls = Some(ceiling(&mut rig, call_ladder, &plan)?);
                 let mut rig = Rig::new(Load::Registers, Server::Sipp, &dir);
-                figures.reference_registers = Some(ceiling(&mut rig, plan.register_ladder, &plan)?);
+                figures.reference_registers = Some(ceiling(&mut rig, register_ladder, &plan)?);
+            }
+            Part::Kamailio => {
+                let version = Command::new("kamailio").arg("-v").output();
+                let Some(version) = version.ok().filter(|o| o.status.success()) else {
+                    println!(
+                        "kamailio is not installed: part skipped (scripts/install-deps.sh --bench)"
+                    );
+                    continue;
+                };
+                let version = String::from_utf8_lossy(&version.stdout);
+                println!("{}", version.lines().next().unwrap_or_default());
+                std::fs::write(dir.join("kamailio.cfg"), KAMAILIO_CONFIG)?;
+                let mut rig = Rig::new(Load::Calls, Server::Kamailio, &dir);
+                figures.kamailio_calls = Some(ceiling(&mut rig, call_ladder, &plan)?);
+                let mut rig = Rig::new(Load::Registers, Server::Kamailio, &dir);
+                figures.kamailio_registers = Some(ceiling(&mut rig, register_ladder, &plan)?);
             }
             Part::Calls => {
                 let manifests = write_tenants(&dir.join("calls"), &call_tenants())?;
                 let mut rig = Rig::new(Load::Calls, Server::Centrex(manifests), &dir);
-                figures.calls = Some(ceiling(&mut rig, plan.call_ladder, &plan)?);
+                figures.calls = Some(ceiling(&mut rig, call_ladder, &plan)?);
             }
             Part::Register => {
                 let manifests =
                     write_tenants(&dir.join("register"), std::slice::from_ref(&register_users))?;
                 let mut rig = Rig::new(Load::Registers, Server::Centrex(manifests), &dir);
-                figures.registers = Some(ceiling(&mut rig, plan.register_ladder, &plan)?);
+                figures.registers = Some(ceiling(&mut rig, register_ladder, &plan)?);
             }
             Part::Memory => figures.memory = Some(memory(&plan, &dir)?),
         }
@@ -324,11 +400,13 @@ enum Load {
     Registers,
 }
 
-/// The system under load: `centrex up` on these manifests, or a sipp peer (the reference).
+/// The system under load: `centrex up` on these manifests, a sipp peer (the reference), or
+/// Kamailio on `kamailio.cfg` in the run directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Server {
     Centrex(PathBuf),
     Sipp,
+    Kamailio,
 }
 
 /// One system under load and its sipp peers, restarted from scratch after a failed step so that
@@ -358,6 +436,8 @@ impl<'a> Rig<'a> {
             (Server::Centrex(_), Load::Registers) => "register",
             (Server::Sipp, Load::Calls) => "reference-calls",
             (Server::Sipp, Load::Registers) => "reference-register",
+            (Server::Kamailio, Load::Calls) => "kamailio-calls",
+            (Server::Kamailio, Load::Registers) => "kamailio-register",
         };
         Self {
             load,
@@ -376,9 +456,12 @@ impl<'a> Rig<'a> {
         }
     }
 
-    /// Stops whatever runs, noting the platform's memory first.
+    /// Stops whatever runs, noting the platform's memory first (centrex's; Kamailio's is
+    /// mostly shared memory split over its processes).
     fn stop(&mut self) {
-        if let Some(platform) = &self.platform {
+        if let Some(platform) = &self.platform
+            && matches!(self.server, Server::Centrex(_))
+        {
             self.last_rss_mib = platform.memory_mib("VmRSS:");
             let peak = platform.memory_mib("VmHWM:").unwrap_or(0.0);
             self.peak_rss_mib = self.peak_rss_mib.max(peak);
@@ -390,10 +473,9 @@ impl<'a> Rig<'a> {
     /// The CPU used so far by the server under load (`centrex up`, or the sipp server of the
     /// reference), the callee, and the callers already reaped.
     fn cpu(&self) -> Option<CpuUse> {
-        let peer = self.peer.as_ref().map(Process::pid);
         match &self.platform {
-            Some(platform) => CpuUse::sample(platform.pid(), peer),
-            None => CpuUse::sample(peer?, None),
+            Some(platform) => CpuUse::sample(platform, self.peer.as_ref()),
+            None => CpuUse::sample(self.peer.as_ref()?, None),
         }
     }
 
@@ -404,7 +486,32 @@ impl<'a> Rig<'a> {
         match self.server.clone() {
             Server::Centrex(manifests) => self.start_centrex(&manifests),
             Server::Sipp => self.start_sipp_peer(),
+            Server::Kamailio => self.start_kamailio(),
         }
+    }
+
+    fn start_kamailio(&mut self) -> anyhow::Result<()> {
+        let port = free_port(false)?;
+        self.sip = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
+        let log = self
+            .dir
+            .join(format!("{}-kamailio-{}.log", self.name, self.starts));
+        let mut kamailio = Process::spawn_group(
+            "kamailio",
+            Command::new("kamailio")
+                .args(["-f", "kamailio.cfg", "-DD", "-E"])
+                .args(["-l", &format!("udp:{}", self.sip)])
+                // Shared memory for transactions and locations; private memory per worker.
+                .args(["-m", "512", "-M", "32"])
+                .current_dir(self.dir),
+            &log,
+        )?;
+        if let Err(why) = kamailio.wait_bound(port, STARTUP) {
+            bail!("kamailio did not start ({why}); see {}", log.display());
+        }
+        self.logs.push(log);
+        self.platform = Some(kamailio);
+        self.serve_load()
     }
 
     fn start_centrex(&mut self, manifests: &Path) -> anyhow::Result<()> {
@@ -426,13 +533,24 @@ impl<'a> Rig<'a> {
         )?;
         self.logs.push(log);
         self.platform = Some(platform);
+        self.serve_load()
+    }
+
+    /// Readies the started server for its load: registers the callees and starts their sipp,
+    /// or waits until a REGISTER is answered.
+    fn serve_load(&mut self) -> anyhow::Result<()> {
         match self.load {
             Load::Calls => {
+                let scenario = match self.server {
+                    Server::Kamailio => UAS_WITHOUT_RINGING,
+                    _ => "uas_answer.xml",
+                };
                 let (callee, label) = start_callee(
                     self.dir,
                     self.sip,
                     &self.name,
                     self.starts,
+                    scenario,
                     &mut self.platform,
                 )?;
                 self.peer = Some(callee);
@@ -501,7 +619,7 @@ impl<'a> Rig<'a> {
         let timeout = seconds + u64::from(sipp::RECV_TIMEOUT_MS / 1000) + 20;
         let mut extra = sipp::caller_flags(rate, planned, limit, 0, timeout);
         let scenario = match (&self.server, self.load) {
-            (Server::Centrex(_), Load::Calls) => {
+            (Server::Centrex(_) | Server::Kamailio, Load::Calls) => {
                 std::fs::write(self.dir.join("calls.csv"), calls_csv())?;
                 extra.extend(["-inf", "calls.csv"].map(String::from));
                 Scenario::File("uac_call.xml")
@@ -620,13 +738,34 @@ impl<'a> Rig<'a> {
     }
 }
 
-/// Registers the callee from a port of its own, then starts the sipp UAS there; returns it and its
-/// label.
+/// The callee's scenario for Kamailio: `uas_answer.xml` without its 180 (see [`without_ringing`]).
+const UAS_WITHOUT_RINGING: &str = "uas_answer_without_ringing.xml";
+
+/// `scenario` without the 180 it sends. Kamailio's two workers each relay what they receive, so
+/// now and then a callee's 180 is relayed after its 200, and sipp's caller counts that call
+/// failed; the B2BUA never reorders them. Without the 180 the proxy relays two datagrams fewer
+/// per call, which only makes the reference easier.
+fn without_ringing(scenario: &str) -> String {
+    const RINGING: &str = "<send><![CDATA[\n      SIP/2.0 180 Ringing";
+    const END: &str = "]]></send>\n";
+    let Some(start) = scenario.find(RINGING) else {
+        return scenario.to_string();
+    };
+    let end = scenario[start..]
+        .find(END)
+        .map_or(scenario.len(), |at| start + at + END.len());
+    let line_start = scenario[..start].rfind('\n').map_or(0, |at| at + 1);
+    format!("{}{}", &scenario[..line_start], &scenario[end..])
+}
+
+/// Registers the callee from a port of its own, then starts the sipp UAS there on `scenario`;
+/// returns it and its label.
 fn start_callee(
     dir: &Path,
     sip: SocketAddr,
     name: &str,
     start: u32,
+    scenario: &'static str,
     platform: &mut Option<Process>,
 ) -> anyhow::Result<(Process, String)> {
     let port = free_port(false)?;
@@ -636,7 +775,7 @@ fn start_callee(
     }
     let label = format!("{name}-callee-{start}");
     let callee = Sipp {
-        scenario: Scenario::File("uas_answer.xml"),
+        scenario: Scenario::File(scenario),
         remote: sip,
         local_port: port,
         media_port: free_media_port()?,
@@ -1067,7 +1206,8 @@ fn memory(plan: &Plan, dir: &Path) -> anyhow::Result<MemoryFigures> {
         &log,
     )?);
     logs.push(log);
-    let (callee, callee_label) = start_callee(dir, sip, "memory", 1, &mut signalling)?;
+    let (callee, callee_label) =
+        start_callee(dir, sip, "memory", 1, "uas_answer.xml", &mut signalling)?;
     let signalling = signalling.expect("started above");
 
     let ramp_seconds = plan.memory_calls.div_ceil(u64::from(plan.memory_rate));
@@ -1246,6 +1386,11 @@ fn rows(figures: &Figures, plan: &Plan) -> Vec<Row> {
             report::held_rate(c.held, lowest_hold, c.lowest)
         })
     };
+    // Measured in the run when the part ran, else the issue's figure.
+    let kamailio = |c: &Option<Ceiling>, reported: u32| match c {
+        Some(_) => rate(c),
+        None => format!("{reported}/s (issue)"),
+    };
     let memory = figures.memory.as_ref();
     vec![
         Row {
@@ -1255,14 +1400,14 @@ fn rows(figures: &Figures, plan: &Plan) -> Vec<Row> {
             ),
             measured: rate(&figures.calls),
             target: format!("≥ {TARGET_CALLS}/s"),
-            kamailio: format!("{KAMAILIO_CALLS}/s"),
+            kamailio: kamailio(&figures.kamailio_calls, KAMAILIO_CALLS),
             sipp: rate(&figures.reference_calls),
         },
         Row {
             label: format!("REGISTER/s held {} s, 0 failed (digest)", plan.hold_seconds),
             measured: rate(&figures.registers),
             target: format!("≥ {TARGET_REGISTERS}/s"),
-            kamailio: format!("{KAMAILIO_REGISTERS}/s"),
+            kamailio: kamailio(&figures.kamailio_registers, KAMAILIO_REGISTERS),
             sipp: rate(&figures.reference_registers),
         },
         Row {
@@ -1283,6 +1428,8 @@ fn details(figures: &Figures, plan: &Plan) -> String {
         ("REGISTER", &figures.registers),
         ("sipp↔sipp calls", &figures.reference_calls),
         ("sipp↔sipp REGISTER", &figures.reference_registers),
+        ("Kamailio calls", &figures.kamailio_calls),
+        ("Kamailio REGISTER", &figures.kamailio_registers),
     ];
     for (name, ceiling) in ceilings {
         let Some(c) = ceiling else { continue };
@@ -1432,22 +1579,59 @@ mod checks {
     pub const ALL: &[(&str, fn())] = named![
         options_default_to_every_part,
         options_name_parts_and_ignore_cargos_flags,
+        options_take_fixed_rates,
+        kamailios_callee_answers_without_ringing,
     ];
 
     fn options_default_to_every_part() {
-        let o = options(&["--bench".into()], None, None).unwrap();
+        let o = options(&["--bench".into()], Env::default()).unwrap();
         assert_eq!(o.parts, Part::ALL);
-        assert!(!o.quick && !o.keep);
-        assert!(options(&[], Some("1"), Some("0")).unwrap().quick);
-        assert!(!options(&[], Some("0"), None).unwrap().quick);
+        assert!(!o.quick && !o.keep && o.rates.is_none());
+        let quick = |v| Env {
+            quick: Some(v),
+            keep: Some("0"),
+            ..Env::default()
+        };
+        assert!(options(&[], quick("1")).unwrap().quick);
+        assert!(!options(&[], quick("0")).unwrap().quick);
+    }
+
+    fn kamailios_callee_answers_without_ringing() {
+        let uas = include_str!("sip_load/uas_answer.xml");
+        let silent = without_ringing(uas);
+        assert!(uas.contains("180 Ringing") && !silent.contains("180"));
+        assert_eq!(
+            silent.matches("<send").count(),
+            2,
+            "the 200s to INVITE and BYE"
+        );
+        assert!(silent.contains("<recv request=\"INVITE\"/>\n  <send retrans=\"500\">"));
+        assert_eq!(without_ringing(&silent), silent);
+    }
+
+    fn options_take_fixed_rates() {
+        let rates = |v| {
+            options(
+                &[],
+                Env {
+                    rates: Some(v),
+                    ..Env::default()
+                },
+            )
+            .map(|o| o.rates)
+        };
+        assert_eq!(rates("2000, 1500,2000"), Ok(Some(vec![1500, 2000])));
+        assert_eq!(rates(""), Ok(None));
+        assert!(rates("1500,fast").is_err());
+        assert!(rates("0").is_err());
     }
 
     fn options_name_parts_and_ignore_cargos_flags() {
         let args = ["memory", "--bench", "calls", "memory"].map(String::from);
         assert_eq!(
-            options(&args, None, None).unwrap().parts,
+            options(&args, Env::default()).unwrap().parts,
             [Part::Memory, Part::Calls]
         );
-        assert!(options(&["mem".into()], None, None).is_err());
+        assert!(options(&["mem".into()], Env::default()).is_err());
     }
 }

@@ -17,6 +17,9 @@ pub const DOMAIN: &str = "bench.example.com";
 pub struct Process {
     name: String,
     child: Child,
+    /// Whether it leads a process group of its own (a server that forks its workers): its CPU
+    /// is the group's, and the whole group is stopped with it.
+    group: bool,
 }
 
 impl Process {
@@ -36,7 +39,16 @@ impl Process {
         Ok(Self {
             name: name.into(),
             child,
+            group: false,
         })
+    }
+
+    /// As [`Process::spawn`], in a process group of its own: for a server that forks workers.
+    pub fn spawn_group(name: &str, command: &mut Command, log: &Path) -> anyhow::Result<Self> {
+        use std::os::unix::process::CommandExt;
+        let mut process = Self::spawn(name, command.process_group(0), log)?;
+        process.group = true;
+        Ok(process)
     }
 
     pub fn pid(&self) -> u32 {
@@ -68,6 +80,15 @@ impl Process {
 
     /// Waits at most `limit` for it to end; kills it past that (`None`).
     pub fn wait_for(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let status = self.wait_for_quietly(limit);
+        if status.is_none() {
+            eprintln!("  {} still running after {limit:?}: killed", self.name);
+        }
+        status
+    }
+
+    /// Its exit status if it ends within `limit`.
+    fn wait_for_quietly(&mut self, limit: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
             if let Some(status) = self.exited() {
@@ -75,7 +96,6 @@ impl Process {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        eprintln!("  {} still running after {limit:?}: killed", self.name);
         None
     }
 
@@ -83,10 +103,36 @@ impl Process {
     pub fn memory_mib(&self, field: &str) -> Option<f64> {
         memory_mib(self.pid(), field)
     }
+
+    /// CPU seconds (user + system) it has used so far, with its group's when it leads one;
+    /// `None` once it is gone.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        let own = cpu_seconds(self.pid())?;
+        if !self.group {
+            return Some(own);
+        }
+        let members = std::fs::read_dir("/proc").ok()?.filter_map(|entry| {
+            let pid: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            (pid != self.pid() && stat_field(&stat, 5)? == self.pid().to_string())
+                .then(|| stat_seconds(&stat, 14))
+                .flatten()
+        });
+        Some(own + members.sum::<f64>())
+    }
 }
 
 impl Drop for Process {
     fn drop(&mut self) {
+        if self.group {
+            // The leader stops its workers on SIGTERM; whatever is left is killed.
+            let group = format!("-{}", self.pid());
+            let signal = |name| Command::new("kill").args([name, "--", &group]).output();
+            let _ = signal("-TERM");
+            if self.wait_for_quietly(Duration::from_secs(3)).is_none() {
+                let _ = signal("-KILL");
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -110,11 +156,11 @@ pub struct CpuUse {
 
 impl CpuUse {
     /// The figures now; `None` when the server is gone.
-    pub fn sample(server: u32, peer: Option<u32>) -> Option<Self> {
+    pub fn sample(server: &Process, peer: Option<&Process>) -> Option<Self> {
         let own = std::fs::read_to_string("/proc/self/stat").ok()?;
         Some(Self {
-            server: cpu_seconds(server)?,
-            peer: peer.and_then(cpu_seconds).unwrap_or(0.0),
+            server: server.cpu_seconds()?,
+            peer: peer.and_then(Process::cpu_seconds).unwrap_or(0.0),
             // cutime and cstime: children that ended and were waited for.
             callers: stat_seconds(&own, 16)?,
         })
@@ -143,15 +189,18 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
 fn stat_seconds(stat: &str, first: usize) -> Option<f64> {
     // USER_HZ, which /proc counts in: 100 on every Linux this bench runs on.
     const TICKS_PER_SECOND: f64 = 100.0;
-    // Fields count from 1; the command name (field 2) is in parentheses and may hold spaces,
-    // so count from the state (field 3) after its closing parenthesis.
-    let mut fields = stat
-        .get(stat.rfind(')')? + 1..)?
-        .split_whitespace()
-        .skip(first - 3);
-    let a: u64 = fields.next()?.parse().ok()?;
-    let b: u64 = fields.next()?.parse().ok()?;
+    let a: u64 = stat_field(stat, first)?.parse().ok()?;
+    let b: u64 = stat_field(stat, first + 1)?.parse().ok()?;
     Some((a + b) as f64 / TICKS_PER_SECOND)
+}
+
+/// Field `n` (1-based, as proc(5) numbers them; 3 or later) of a /proc/<pid>/stat line.
+fn stat_field(stat: &str, n: usize) -> Option<&str> {
+    // The command name (field 2) is in parentheses and may hold spaces, so count from the
+    // state (field 3) after its closing parenthesis.
+    stat.get(stat.rfind(')')? + 1..)?
+        .split_whitespace()
+        .nth(n - 3)
 }
 
 /// A `Name:   1234 kB` field of /proc/<pid>/status, in KiB.
@@ -429,6 +478,7 @@ pub mod checks {
         assert_eq!(stat_seconds(stat, 14), Some(3.0));
         assert_eq!(stat_seconds(stat, 16), Some(0.1));
         assert_eq!(stat_seconds("4242 (x) S 1", 14), None);
+        assert_eq!(stat_field(stat, 5), Some("4242"), "the process group");
         let (before, after) = (
             CpuUse {
                 server: 1.0,
