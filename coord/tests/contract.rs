@@ -491,13 +491,66 @@ mod memory_only {
     }
 
     #[tokio::test]
+    async fn writes_under_other_prefixes_neither_reach_nor_compact_a_watcher() {
+        let store = MemoryStore::new();
+        let mut tenants = store.watch("/t/", 0).await.unwrap();
+        let written = store.put("/t/acme", vec![1], None).await.unwrap();
+        // Call counters churning past the whole history while the tenant watcher is busy.
+        for i in 0..BEYOND_HISTORY {
+            store
+                .put(&format!("/calls/{}", i % 13), vec![], None)
+                .await
+                .unwrap();
+        }
+        match next(&mut tenants).await {
+            WatchEvent::Put(kv) => {
+                assert_eq!((kv.key.as_str(), kv.mod_revision), ("/t/acme", written))
+            }
+            other => panic!("expected the tenant's put, got {other:?}"),
+        }
+        let later = store.put("/t/acme", vec![2], None).await.unwrap();
+        assert_eq!(next(&mut tenants).await.revision(), later);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_shorter_lease_granted_after_a_longer_one_expires_on_time() {
+        let store = MemoryStore::new();
+        let long = store.grant_lease(Duration::from_secs(600)).await.unwrap();
+        store.put("/l/long", vec![], Some(long)).await.unwrap();
+        let short = store.grant_lease(Duration::from_secs(2)).await.unwrap();
+        store.put("/l/short", vec![], Some(short)).await.unwrap();
+        let mut watch = store.watch("/l/", 0).await.unwrap();
+        // Nothing touches the store from here: only its reaper can expire the lease.
+        let expired = timeout(Duration::from_secs(5), next(&mut watch))
+            .await
+            .expect("the short lease expires within its TTL, not the long one's");
+        assert!(matches!(expired, WatchEvent::Delete { ref key, .. } if key == "/l/short"));
+    }
+
+    #[tokio::test]
     async fn watcher_behind_history_is_compacted() {
         let store = MemoryStore::new();
         let mut watch = store.watch("/s/", 0).await.unwrap();
-        for _ in 0..BEYOND_HISTORY {
-            store.put("/s/k", vec![], None).await.unwrap();
+        let mut written = Vec::new();
+        // Twice the history: past it even counting what the watcher's live buffer holds.
+        for _ in 0..2 * BEYOND_HISTORY {
+            written.push(store.put("/s/k", vec![], None).await.unwrap());
         }
-        compacted(&mut watch).await;
+        // What its live buffer held arrives in order; then the gap is reported, never skipped.
+        let mut seen = Vec::new();
+        loop {
+            match timeout(DEADLINE, watch.next()).await {
+                Ok(Some(Ok(event))) => seen.push(event.revision()),
+                Ok(Some(Err(StoreError::Compacted { .. }))) => break,
+                other => panic!("expected events, then Compacted; got {other:?}"),
+            }
+        }
+        assert!(seen.len() < written.len());
+        assert_eq!(seen, written[..seen.len()]);
+        assert!(
+            watch.next().await.is_none(),
+            "the stream ends after Compacted"
+        );
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
 use super::{CasOutcome, KeyValue, LeaseId, Revision, Store, StoreError, WatchEvent, WatchStream};
@@ -18,8 +18,7 @@ use super::{CasOutcome, KeyValue, LeaseId, Revision, Store, StoreError, WatchEve
 const HISTORY_EVENTS: usize = 10_000;
 /// Bound on the keys and values held by the history, whatever their sizes.
 const HISTORY_BYTES: usize = 64 << 20;
-/// Live events buffered for watchers; one that falls further behind catches up from the
-/// history.
+/// Live events buffered per watcher; one that falls further behind catches up from the history.
 const LIVE_BUFFER: usize = 1_024;
 
 /// An in-memory [`Store`]; clones share the same data.
@@ -52,7 +51,16 @@ struct State {
     history_bytes: usize,
     /// Highest revision evicted from `history`: watching from it or earlier is compacted.
     compacted: Revision,
-    live: broadcast::Sender<(u64, Arc<WatchEvent>)>,
+    /// The watchers following live events. An event goes only to those whose prefix it is
+    /// under: local mode writes call counters and dialog records all the time, and waking every
+    /// watcher for each of them was a large share of a call's cost.
+    live: Vec<LiveWatch>,
+}
+
+/// Where a watcher of `prefix` receives live events, with their sequence numbers.
+struct LiveWatch {
+    prefix: String,
+    events: mpsc::Sender<(u64, Arc<WatchEvent>)>,
 }
 
 struct Lease {
@@ -74,7 +82,7 @@ impl MemoryStore {
             history_start: 0,
             history_bytes: 0,
             compacted: 0,
-            live: broadcast::channel(LIVE_BUFFER).0,
+            live: Vec::new(),
         };
         let inner = Inner {
             state: Mutex::new(state),
@@ -296,14 +304,22 @@ impl State {
             self.history_bytes -= size_of_event(&evicted);
             self.compacted = evicted.revision();
         }
-        // An error only means nobody is watching.
-        let _ = self.live.send((seq, event));
+        // A watcher gone is forgotten; one whose buffer is full too: its channel closes once
+        // drained, and it catches up from the history.
+        let key = key_of(&event);
+        self.live.retain(|watch| {
+            if key.starts_with(&watch.prefix) {
+                watch.events.try_send((seq, event.clone())).is_ok()
+            } else {
+                !watch.events.is_closed()
+            }
+        });
     }
 
     /// The history events under `prefix` from sequence number `seq` (skipping revisions before
-    /// `from`), the sequence number after them, and a receiver for every later event. Taken
-    /// under the lock, so nothing falls between the replay and the live events.
-    fn follow(&self, prefix: &str, from: Revision, seq: u64) -> Result<Follow, StoreError> {
+    /// `from`), the sequence number after them, and a receiver for every later event under
+    /// `prefix`. Taken under the lock, so nothing falls between the replay and the live events.
+    fn follow(&mut self, prefix: &str, from: Revision, seq: u64) -> Result<Follow, StoreError> {
         let Some(skip) = seq.checked_sub(self.history_start) else {
             return Err(StoreError::Compacted {
                 requested: from,
@@ -319,10 +335,15 @@ impl State {
             .cloned()
             .collect();
         let next_seq = self.history_start + self.history.len() as u64;
+        let (events, live) = mpsc::channel(LIVE_BUFFER);
+        self.live.push(LiveWatch {
+            prefix: prefix.to_owned(),
+            events,
+        });
         Ok(Follow {
             replay,
             next_seq,
-            live: self.live.subscribe(),
+            live,
         })
     }
 }
@@ -330,7 +351,7 @@ impl State {
 struct Follow {
     replay: VecDeque<Arc<WatchEvent>>,
     next_seq: u64,
-    live: broadcast::Receiver<(u64, Arc<WatchEvent>)>,
+    live: mpsc::Receiver<(u64, Arc<WatchEvent>)>,
 }
 
 /// One prefix watch: replays history, then follows live events.
@@ -351,18 +372,20 @@ impl Watcher {
                 return Some(Ok(Arc::unwrap_or_clone(event)));
             }
             match self.follow.live.recv().await {
-                Ok((seq, event)) => {
+                Some((seq, event)) => {
                     if seq < self.follow.next_seq {
                         continue;
                     }
                     self.follow.next_seq = seq + 1;
-                    if event.revision() >= self.from && key_of(&event).starts_with(&self.prefix) {
+                    if event.revision() >= self.from {
                         self.from = event.revision();
                         return Some(Ok(Arc::unwrap_or_clone(event)));
                     }
                 }
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    // Fell behind the live buffer: catch up from the longer history.
+                None => {
+                    // Fell behind the live buffer (the store stops sending to a full one, and
+                    // it never closes otherwise: this watcher holds it): catch up from the
+                    // longer history.
                     let follow =
                         self.inner
                             .lock()
@@ -372,7 +395,6 @@ impl Watcher {
                         Err(error) => return Some(Err(error)),
                     }
                 }
-                Err(broadcast::error::RecvError::Closed) => return None,
             }
         }
     }
@@ -478,11 +500,13 @@ impl Store for MemoryStore {
             return Err(StoreError::Invalid("lease TTL must be positive".into()));
         }
         self.start_reaper();
-        let id = {
+        let (id, first) = {
             let mut state = self.state();
             let id = state.next_lease;
             state.next_lease += 1;
             let deadline = Instant::now() + ttl;
+            // The reaper sleeps until the first deadline: it needs waking only for an earlier one.
+            let first = state.deadlines.first().is_none_or(|&(d, _)| deadline < d);
             state.leases.insert(
                 id,
                 Lease {
@@ -492,9 +516,11 @@ impl Store for MemoryStore {
                 },
             );
             state.deadlines.insert((deadline, id));
-            id
+            (id, first)
         };
-        self.inner.reaper_wake.notify_one();
+        if first {
+            self.inner.reaper_wake.notify_one();
+        }
         Ok(LeaseId(id))
     }
 
@@ -526,7 +552,7 @@ impl Store for MemoryStore {
                 "negative watch revision {from} for {prefix}"
             )));
         }
-        let state = self.state();
+        let mut state = self.state();
         let from = if from == 0 { state.revision + 1 } else { from };
         let follow = if from <= state.compacted {
             Err(StoreError::Compacted {
