@@ -17,11 +17,11 @@
 //!   installed (`scripts/install-deps.sh --bench` installs it).
 //!
 //! `cargo bench -p centrex --bench sip_load [-- calls|register|memory|reference|kamailio …]`; the
-//! parts run in that order of mention (all by default). `SIP_LOAD_QUICK=1`: short probes and holds and
-//! 2,000 concurrent calls (a smoke run, about two minutes). `SIP_LOAD_KEEP=1`: keep the run
-//! directory (sipp statistics and error logs, platform logs). `SIP_LOAD_RATES=1500,2000`: these
-//! rates instead of each part's ladder (for an A/B of CPU per call at a fixed rate). Needs `sipp` (Debian `sip-tester`)
-//! and `etcd` (Debian `etcd-server`, memory part only).
+//! parts run in that order of mention (all by default). `SIP_LOAD_QUICK=1`: short probes and
+//! holds and 2,000 concurrent calls (a smoke run, about two minutes). `SIP_LOAD_KEEP=1`: keep the
+//! run directory (sipp statistics and error logs, platform logs). `SIP_LOAD_RATES=1500,2000`:
+//! these rates instead of each part's ladder (for an A/B of CPU per call at a fixed rate). Needs
+//! `sipp` (Debian `sip-tester`) and `etcd` (Debian `etcd-server`, memory part only).
 //!
 //! Figures only: nothing is asserted on timing; the exit status is non-zero only when the harness
 //! itself breaks. Other builds share the 2 cores, so the load average is printed beside every
@@ -470,8 +470,8 @@ impl<'a> Rig<'a> {
         self.platform = None;
     }
 
-    /// The CPU used so far by the server under load (`centrex up`, or the sipp server of the
-    /// reference), the callee, and the callers already reaped.
+    /// The CPU used so far by the server under load (`centrex up`, Kamailio and its workers, or
+    /// the sipp server of the reference), the callee, and the callers already reaped.
     fn cpu(&self) -> Option<CpuUse> {
         match &self.platform {
             Some(platform) => CpuUse::sample(platform, self.peer.as_ref()),
