@@ -1693,9 +1693,12 @@ impl Call {
                 (Some(_), Some(b_call_id)) => Dialogs::keys(&call.a_call_id, &b_call_id),
                 _ => Vec::new(),
             };
-            call.services.limits.release_with(held, records).await;
+            // Boxed: a task keeps the size of its largest state for as long as it lives, and
+            // this one lives on through the linger, one per ended call (the store and media
+            // futures would make each several kilobytes for those 32 s).
+            Box::pin(call.services.limits.release_with(held, records)).await;
             let anchor = call.anchor();
-            if let Err(error) = call.services.pool.release(&anchor).await {
+            if let Err(error) = Box::pin(call.services.pool.release(&anchor)).await {
                 tracing::warn!(%error, session = anchor.session_id, "media session not released; its idle timeout will");
             }
             call.linger(lingering).await;
