@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Once, PoisonError, Weak};
 use std::time::Duration;
 
@@ -20,6 +21,11 @@ const HISTORY_EVENTS: usize = 10_000;
 const HISTORY_BYTES: usize = 64 << 20;
 /// Live events buffered per watcher; one that falls further behind catches up from the history.
 const LIVE_BUFFER: usize = 1_024;
+
+impl MemoryStore {
+    /// Live events a watcher may fall behind by before it catches up from the history.
+    pub const WATCH_BUFFER: usize = LIVE_BUFFER;
+}
 
 /// An in-memory [`Store`]; clones share the same data.
 #[derive(Clone)]
@@ -61,6 +67,9 @@ struct State {
 struct LiveWatch {
     prefix: String,
     events: mpsc::Sender<(u64, Arc<WatchEvent>)>,
+    /// The sequence number of the first event its full buffer could not take: where it resumes
+    /// from the history (what came between was under other prefixes).
+    missed: Arc<AtomicU64>,
 }
 
 struct Lease {
@@ -305,13 +314,19 @@ impl State {
             self.compacted = evicted.revision();
         }
         // A watcher gone is forgotten; one whose buffer is full too: its channel closes once
-        // drained, and it catches up from the history.
+        // drained, and it catches up from the history, from the event it missed.
         let key = key_of(&event);
         self.live.retain(|watch| {
-            if key.starts_with(&watch.prefix) {
-                watch.events.try_send((seq, event.clone())).is_ok()
-            } else {
-                !watch.events.is_closed()
+            if !key.starts_with(&watch.prefix) {
+                return !watch.events.is_closed();
+            }
+            match watch.events.try_send((seq, event.clone())) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    watch.missed.store(seq, Ordering::Relaxed);
+                    false
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
             }
         });
     }
@@ -336,14 +351,19 @@ impl State {
             .collect();
         let next_seq = self.history_start + self.history.len() as u64;
         let (events, live) = mpsc::channel(LIVE_BUFFER);
+        let missed = Arc::new(AtomicU64::new(0));
+        // Watchers dropped since the last write under their prefix go here, not only in `emit`.
+        self.live.retain(|watch| !watch.events.is_closed());
         self.live.push(LiveWatch {
             prefix: prefix.to_owned(),
             events,
+            missed: missed.clone(),
         });
         Ok(Follow {
             replay,
             next_seq,
             live,
+            missed,
         })
     }
 }
@@ -352,6 +372,7 @@ struct Follow {
     replay: VecDeque<Arc<WatchEvent>>,
     next_seq: u64,
     live: mpsc::Receiver<(u64, Arc<WatchEvent>)>,
+    missed: Arc<AtomicU64>,
 }
 
 /// One prefix watch: replays history, then follows live events.
@@ -373,9 +394,10 @@ impl Watcher {
             }
             match self.follow.live.recv().await {
                 Some((seq, event)) => {
-                    if seq < self.follow.next_seq {
-                        continue;
-                    }
+                    debug_assert!(
+                        seq >= self.follow.next_seq,
+                        "a channel only gets later events"
+                    );
                     self.follow.next_seq = seq + 1;
                     if event.revision() >= self.from {
                         self.from = event.revision();
@@ -385,11 +407,12 @@ impl Watcher {
                 None => {
                     // Fell behind the live buffer (the store stops sending to a full one, and
                     // it never closes otherwise: this watcher holds it): catch up from the
-                    // longer history.
-                    let follow =
-                        self.inner
-                            .lock()
-                            .follow(&self.prefix, self.from, self.follow.next_seq);
+                    // longer history, from the first event it missed.
+                    let resume = self
+                        .follow
+                        .next_seq
+                        .max(self.follow.missed.load(Ordering::Relaxed));
+                    let follow = self.inner.lock().follow(&self.prefix, self.from, resume);
                     match follow {
                         Ok(follow) => self.follow = follow,
                         Err(error) => return Some(Err(error)),
