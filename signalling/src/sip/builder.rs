@@ -1,8 +1,6 @@
 //! Building messages to send: responses derived from a request as RFC 3261 §8.2.6 requires, and
 //! new requests; both serialise to wire bytes with a computed Content-Length.
 
-use std::fmt::Write as _;
-
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::error::Error;
@@ -64,9 +62,50 @@ impl Draft {
         self.body = body;
     }
 
-    /// Writes header fields, the computed Content-Length, the empty line and the body.
-    fn write(&self, out: &mut BytesMut) -> Result<(), BuildError> {
+    /// The message on the wire: `start_line` (without its CRLF), the header fields with
+    /// `to_tag` added to a To that has none, the computed Content-Length, the empty line and the
+    /// body. Sized exactly up front: responses are kept for retransmission, and growing the
+    /// buffer on the way cost a copy.
+    fn wire(&self, start_line: &str, to_tag: Option<&str>) -> Result<Bytes, BuildError> {
+        let to_tag = to_tag.filter(|_| self.to_needs_tag());
+        let content_length = self.body.len().to_string();
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(name, value)| name_len(name) + value.len() + 4)
+            .sum();
+        let len = start_line.len()
+            + 2
+            + headers
+            + to_tag.map_or(0, |tag| ";tag=".len() + tag.len())
+            + "Content-Length: ".len()
+            + content_length.len()
+            + 4
+            + self.body.len();
+        let mut out = BytesMut::with_capacity(len);
+        out.put_slice(start_line.as_bytes());
+        out.put_slice(b"\r\n");
+        self.write(&mut out, to_tag)?;
+        out.put_slice(b"Content-Length: ");
+        out.put_slice(content_length.as_bytes());
+        out.put_slice(b"\r\n\r\n");
+        out.put_slice(&self.body);
+        debug_assert_eq!(out.len(), len, "the computed size is exact");
+        Ok(out.freeze())
+    }
+
+    /// Whether the (first) To header field has no tag yet.
+    fn to_needs_tag(&self) -> bool {
+        self.headers
+            .iter()
+            .find(|(name, _)| matches!(name, Name::Known(HeaderName::To)))
+            .is_some_and(|(_, value)| !NameAddr::parse(value).is_ok_and(|to| to.tag().is_some()))
+    }
+
+    /// Writes the header fields, `to_tag` appended to the first To.
+    fn write(&self, out: &mut BytesMut, mut to_tag: Option<&str>) -> Result<(), BuildError> {
         for (name, value) in &self.headers {
+            let is_to = matches!(name, Name::Known(HeaderName::To));
             let name = match name {
                 Name::Known(HeaderName::ContentLength) => return Err(BuildError::ContentLength),
                 Name::Known(HeaderName::Other) => return Err(BuildError::BadName(String::new())),
@@ -82,11 +121,24 @@ impl Draft {
             if value.contains(['\r', '\n']) {
                 return Err(BuildError::LineBreak(name.to_owned()));
             }
-            let _ = write!(out, "{name}: {value}\r\n");
+            out.put_slice(name.as_bytes());
+            out.put_slice(b": ");
+            out.put_slice(value.as_bytes());
+            if is_to && let Some(tag) = to_tag.take() {
+                out.put_slice(b";tag=");
+                out.put_slice(tag.as_bytes());
+            }
+            out.put_slice(b"\r\n");
         }
-        let _ = write!(out, "Content-Length: {}\r\n\r\n", self.body.len());
-        out.put_slice(&self.body);
         Ok(())
+    }
+}
+
+/// The length of a header field name as written (an invalid one is refused while writing).
+fn name_len(name: &Name) -> usize {
+    match name {
+        Name::Known(known) => known.as_str().len(),
+        Name::Extension(name) => name.len(),
     }
 }
 
@@ -175,14 +227,8 @@ impl ResponseBuilder {
         if reason.contains(['\r', '\n']) {
             return Err(BuildError::LineBreak("reason phrase".to_owned()));
         }
-        let mut draft = self.draft.clone();
-        if let Some(tag) = &self.to_tag {
-            add_to_tag(&mut draft, tag);
-        }
-        let mut out = BytesMut::with_capacity(256 + draft.body.len());
-        let _ = write!(out, "SIP/2.0 {} {reason}\r\n", self.status);
-        draft.write(&mut out)?;
-        Ok(out.freeze())
+        let start_line = format!("SIP/2.0 {} {reason}", self.status);
+        self.draft.wire(&start_line, self.to_tag.as_deref())
     }
 
     /// The response, built and parsed back (which checks that every value kept its syntax).
@@ -190,20 +236,6 @@ impl ResponseBuilder {
         match Message::parse(self.build()?, limits)? {
             Message::Response(response) => Ok(response),
             Message::Request(_) => Err(Error::BadStartLine.into()),
-        }
-    }
-}
-
-/// Appends `;tag=…` to To unless it already has a tag.
-fn add_to_tag(draft: &mut Draft, tag: &str) {
-    for (name, value) in &mut draft.headers {
-        if matches!(name, Name::Known(HeaderName::To)) {
-            if NameAddr::parse(value).is_ok_and(|to| to.tag().is_some()) {
-                return;
-            }
-            value.push_str(";tag=");
-            value.push_str(tag);
-            return;
         }
     }
 }
@@ -249,10 +281,8 @@ impl RequestBuilder {
         if self.uri.is_empty() || self.uri.contains(|c: char| c.is_ascii_whitespace()) {
             return Err(BuildError::BadUri);
         }
-        let mut out = BytesMut::with_capacity(256 + self.draft.body.len());
-        let _ = write!(out, "{} {} SIP/2.0\r\n", self.method, self.uri);
-        self.draft.write(&mut out)?;
-        Ok(out.freeze())
+        let start_line = format!("{} {} SIP/2.0", self.method, self.uri);
+        self.draft.wire(&start_line, None)
     }
 
     /// The request, built and parsed back.
@@ -325,6 +355,20 @@ mod tests {
             .as_request()
             .unwrap()
             .clone()
+    }
+
+    #[test]
+    fn a_built_response_is_the_same_each_time_and_sized_exactly() {
+        let builder = ResponseBuilder::for_request(&invite(), StatusCode::OK)
+            .to_tag("b2")
+            .header(HeaderName::Contact, "<sip:b@192.0.2.9>")
+            .body("application/sdp", Bytes::from_static(b"v=0\r\n"));
+        let (first, second) = (builder.build().unwrap(), builder.build().unwrap());
+        assert_eq!(first, second, "building does not change the builder");
+        let text = std::str::from_utf8(&first).unwrap();
+        assert!(text.starts_with("SIP/2.0 200 OK\r\n"));
+        assert!(text.contains("To: <sip:bob@example.com>;tag=b2\r\n"));
+        assert!(text.ends_with("Content-Length: 5\r\n\r\nv=0\r\n"));
     }
 
     #[test]
