@@ -305,10 +305,6 @@ fn run(options: &Options) -> anyhow::Result<()> {
     for (name, text) in SCENARIOS {
         std::fs::write(dir.join(name), text)?;
     }
-    std::fs::write(
-        dir.join(UAS_WITHOUT_RINGING),
-        without_ringing(include_str!("sip_load/uas_answer.xml")),
-    )?;
     let register_users: Vec<String> = (FIRST_REGISTER_USER..FIRST_REGISTER_USER + REGISTER_USERS)
         .map(|u| u.to_string())
         .collect();
@@ -349,6 +345,10 @@ fn run(options: &Options) -> anyhow::Result<()> {
                 let version = String::from_utf8_lossy(&version.stdout);
                 println!("{}", version.lines().next().unwrap_or_default());
                 std::fs::write(dir.join("kamailio.cfg"), KAMAILIO_CONFIG)?;
+                std::fs::write(
+                    dir.join(UAS_WITHOUT_RINGING),
+                    without_ringing(include_str!("sip_load/uas_answer.xml")),
+                )?;
                 let mut rig = Rig::new(Load::Calls, Server::Kamailio, &dir);
                 figures.kamailio_calls = Some(ceiling(&mut rig, call_ladder, &plan)?);
                 let mut rig = Rig::new(Load::Registers, Server::Kamailio, &dir);
@@ -1599,7 +1599,7 @@ mod checks {
     fn kamailios_callee_answers_without_ringing() {
         let uas = include_str!("sip_load/uas_answer.xml");
         let silent = without_ringing(uas);
-        assert!(uas.contains("180 Ringing") && !silent.contains("180"));
+        assert!(uas.contains("SIP/2.0 180 Ringing") && !silent.contains("SIP/2.0 180"));
         assert_eq!(
             silent.matches("<send").count(),
             2,

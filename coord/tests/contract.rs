@@ -482,12 +482,7 @@ mod memory_only {
                     .unwrap(),
             );
         }
-        let seen: Vec<Revision> = take(&mut watch, revisions.len())
-            .await
-            .iter()
-            .map(WatchEvent::revision)
-            .collect();
-        assert_eq!(seen, revisions);
+        assert_eq!(revisions_of(&mut watch, revisions.len()).await, revisions);
     }
 
     #[tokio::test]
@@ -513,12 +508,7 @@ mod memory_only {
         }
         written.push(store.put("/t/acme", vec![2], None).await.unwrap());
         // Every tenant event arrives: the churn was under another prefix.
-        let seen: Vec<Revision> = take(&mut tenants, written.len())
-            .await
-            .iter()
-            .map(WatchEvent::revision)
-            .collect();
-        assert_eq!(seen, written);
+        assert_eq!(revisions_of(&mut tenants, written.len()).await, written);
         let later = store.put("/t/acme", vec![3], None).await.unwrap();
         assert_eq!(next(&mut tenants).await.revision(), later);
     }
@@ -673,6 +663,15 @@ fn assert_lease_not_found<T: std::fmt::Debug>(result: Result<T, StoreError>, lea
         Err(StoreError::LeaseNotFound(l)) if l == lease => {}
         other => panic!("expected LeaseNotFound({lease:?}), got {other:?}"),
     }
+}
+
+/// The revisions of the next `n` events.
+async fn revisions_of(watch: &mut WatchStream, n: usize) -> Vec<Revision> {
+    take(watch, n)
+        .await
+        .iter()
+        .map(WatchEvent::revision)
+        .collect()
 }
 
 async fn take(watch: &mut WatchStream, n: usize) -> Vec<WatchEvent> {

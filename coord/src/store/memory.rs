@@ -22,11 +22,6 @@ const HISTORY_BYTES: usize = 64 << 20;
 /// Live events buffered per watcher; one that falls further behind catches up from the history.
 const LIVE_BUFFER: usize = 1_024;
 
-impl MemoryStore {
-    /// Live events a watcher may fall behind by before it catches up from the history.
-    pub const WATCH_BUFFER: usize = LIVE_BUFFER;
-}
-
 /// An in-memory [`Store`]; clones share the same data.
 #[derive(Clone)]
 pub struct MemoryStore {
@@ -58,8 +53,8 @@ struct State {
     /// Highest revision evicted from `history`: watching from it or earlier is compacted.
     compacted: Revision,
     /// The watchers following live events. An event goes only to those whose prefix it is
-    /// under: local mode writes call counters and dialog records all the time, and waking every
-    /// watcher for each of them was a large share of a call's cost.
+    /// under: local mode writes call counters and dialog records all the time, which must not
+    /// wake the tenant and media-node watchers, nor push them behind their buffers.
     live: Vec<LiveWatch>,
 }
 
@@ -79,6 +74,9 @@ struct Lease {
 }
 
 impl MemoryStore {
+    /// Live events a watcher may fall behind by before it catches up from the history.
+    pub const WATCH_BUFFER: usize = LIVE_BUFFER;
+
     /// Creates an empty store.
     pub fn new() -> Self {
         let state = State {
